@@ -1,0 +1,81 @@
+//! The `mape` command line. Thin: parse arguments, call provision/engine/render, print.
+//!
+//! Every error reaches the user as one line on stderr (`mape: <field> <value>: <problem>`) with
+//! exit status 2; nothing panics on input.
+
+mod calc;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for bad input (as clap uses for usage errors).
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mape",
+    version,
+    about = "MAP-E (RFC 7597) for Linux routers",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Compute IPv4 address, PSID, port sets, CE address and BR for a prefix.
+    Calc(calc::CalcArgs),
+    /// List the built-in ISP rules.
+    Rules(calc::RulesArgs),
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let result = match cli.cmd {
+        Cmd::Calc(a) => calc::calc(&a),
+        Cmd::Rules(a) => calc::rules(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(msg) => fail(&msg),
+    }
+}
+
+/// Prints one error line and returns the usage exit status.
+pub fn fail(msg: &str) -> i32 {
+    // Keep it to one line whatever the message holds (a value may contain a newline).
+    let one_line: String = msg
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    eprintln!("mape: {one_line}");
+    EXIT_USAGE
+}
+
+fn clap_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                EXIT_USAGE
+            } else {
+                0
+            }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            fail(first.trim_start_matches("error: "))
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(mape::cli::run(std::env::args_os()));
+}

@@ -1,0 +1,101 @@
+//! The calculator's output: a human summary like the web calculators, and the JSON object
+//! documented in the README (keys `isp`, `rule`, `iid_format`, `ipv4`, `ipv4_prefix_len`,
+//! `psid`, `port_sets`, `port_count`, `ce`, `br`, plus `prefix` and `warnings`).
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::provision::Resolved;
+
+/// The tunnel MTU we recommend: a 1500-byte IPv6 link minus the 40-byte IPv6 header.
+pub const DEFAULT_MTU: u32 = 1460;
+
+pub fn to_json(r: &Resolved) -> Value {
+    let m = &r.mapping;
+    let sets: Vec<Value> = m.port_sets().map(|s| json!([s.first, s.last])).collect();
+    json!({
+        "isp": r.isp.map(|i| i.id),
+        "prefix": m.prefix.to_string(),
+        "rule": {
+            "ipv6_prefix": m.rule.ipv6_prefix.to_string(),
+            "ipv4_prefix": m.rule.ipv4_prefix.to_string(),
+            "ea_len": m.rule.ea_len,
+            "psid_offset": m.ports.offset(),
+            "psid_len": m.ports.psid_len(),
+        },
+        "iid_format": m.rule.iid.as_str(),
+        "ipv4": m.ipv4.to_string(),
+        "ipv4_prefix_len": m.ipv4_prefix_len,
+        "psid": m.ports.psid(),
+        "port_sets": sets,
+        "port_count": m.port_count(),
+        "ce": m.ce.to_string(),
+        "br": m.br.map(|b| b.to_string()),
+        "warnings": r.warnings,
+    })
+}
+
+pub fn to_text(r: &Resolved) -> String {
+    let m = &r.mapping;
+    let mut s = String::new();
+    let isp = r.isp.map_or("(explicit rule)".to_string(), |i| {
+        format!("{} - {}", i.id, i.name)
+    });
+    let _ = writeln!(s, "ISP         {isp}");
+    let _ = writeln!(s, "Prefix      {}", m.prefix);
+    let psid_len = m.ports.psid_len();
+    let _ = writeln!(
+        s,
+        "Rule        {} -> {}, EA bits {}, PSID offset {}, PSID length {}",
+        m.rule.ipv6_prefix,
+        m.rule.ipv4_prefix,
+        m.rule.ea_len,
+        m.ports.offset(),
+        psid_len
+    );
+    if m.ipv4_prefix_len == 32 {
+        let _ = writeln!(s, "IPv4        {}", m.ipv4);
+    } else {
+        let _ = writeln!(
+            s,
+            "IPv4        {}/{} (a prefix, not shared)",
+            m.ipv4, m.ipv4_prefix_len
+        );
+    }
+    if m.ports.is_shared() {
+        let _ = writeln!(s, "PSID        {} (0x{:x})", m.ports.psid(), m.ports.psid());
+        let _ = writeln!(
+            s,
+            "Ports       {} in {} sets of {}",
+            m.port_count(),
+            m.ports.set_count(),
+            m.ports.set_size()
+        );
+        let sets: Vec<String> = m.port_sets().map(|p| p.to_string()).collect();
+        for line in sets.chunks(6) {
+            let _ = writeln!(s, "            {}", line.join(" "));
+        }
+    } else {
+        let _ = writeln!(s, "PSID        none (no port sharing)");
+        let _ = writeln!(s, "Ports       all 65536");
+    }
+    let _ = writeln!(s, "CE IPv6     {} ({} interface ID)", m.ce, m.rule.iid);
+    match m.br {
+        Some(br) => {
+            let _ = writeln!(s, "BR          {br}");
+        }
+        None => {
+            let _ = writeln!(s, "BR          (none given)");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "MTU         {DEFAULT_MTU} on the tunnel (1500-byte IPv6 link - 40), TCP MSS clamped to {}",
+        DEFAULT_MTU - 40
+    );
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning:    {w}");
+    }
+    s
+}

@@ -1,0 +1,4 @@
+//! Renderers: turn a [`crate::provision::Resolved`] mapping into text for people and programs.
+//! No I/O here; the front ends decide where the text goes.
+
+pub mod calc;
