@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Runs every test of mape-rs. Installs what the tests need when it is missing.
-# Usage: ./test.sh            (CI runs exactly this through .ci/run)
+# Usage: ./test.sh            (CI runs exactly this through .ci/run; needs root)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== unit, integration and property tests"
-cargo test --all-targets --locked
+# --- what the tests need --------------------------------------------------------------
+need_pkgs=()
+need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
+need ip iproute2
+need nft nftables
+need tcpdump tcpdump
+need ping iputils-ping
+need python3 python3
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	echo "== installing ${need_pkgs[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
 
 echo "== formatting and lints"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+
+echo "== unit, integration, property and namespace tests (cargo test)"
+cargo test --all-targets --locked

@@ -16,3 +16,4 @@ pub mod provision;
 pub mod render;
 
 pub mod cli;
+pub mod handler;

@@ -4,6 +4,7 @@
 //! exit status 2; nothing panics on input.
 
 mod calc;
+mod netifd;
 
 use std::ffi::OsString;
 
@@ -30,6 +31,8 @@ enum Cmd {
     Calc(calc::CalcArgs),
     /// List the built-in ISP rules.
     Rules(calc::RulesArgs),
+    /// The OpenWrt netifd protocol handler (`proto mape`), also for dry runs by hand.
+    Netifd(netifd::NetifdArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -41,6 +44,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let result = match cli.cmd {
         Cmd::Calc(a) => calc::calc(&a),
         Cmd::Rules(a) => calc::rules(&a),
+        Cmd::Netifd(a) => netifd::run(&a),
     };
     match result {
         Ok(code) => code,

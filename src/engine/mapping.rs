@@ -103,7 +103,10 @@ impl Mapping {
         } else {
             // Fewer EA bits than IPv4 suffix bits: the CE gets an IPv4 prefix, no sharing.
             let shift = suffix - ea;
-            let host = (ea_bits as u32) << shift;
+            // Shift in 64 bits: with no EA bits and a /0 rule IPv4 prefix the shift is 32,
+            // which overflows (panics in debug) on a u32. ea + shift = suffix ≤ 32, so the
+            // result always fits in 32 bits.
+            let host = (ea_bits << shift) as u32;
             (base | host, (32 - shift) as u8, 0)
         };
         let ipv4 = Ipv4Addr::from(ipv4);

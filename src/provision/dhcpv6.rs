@@ -375,7 +375,9 @@ fn put_option(out: &mut Vec<u8>, code: u16, body: &[u8]) {
 pub fn decode_hex(hex: &str) -> Result<Vec<u8>, Dhcpv6Error> {
     let digits: Vec<u8> = hex.bytes().filter(|b| !b" \t\r\n:-".contains(b)).collect();
     let err = || Dhcpv6Error::Hex(shorten(hex));
-    if digits.len() % 2 != 0 {
+    // Checked here because u8::from_str_radix accepts a leading '+': "+f" would decode as 0x0f
+    // and a mistyped option would be read as some other bytes instead of being refused.
+    if digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(err());
     }
     digits

@@ -5,6 +5,7 @@
 pub mod builtin;
 pub mod dhcpv6;
 pub mod input;
+pub mod netifd;
 pub mod rulestr;
 
 use crate::engine::{CustomerPrefix, MapError, Mapping, Rule};

@@ -177,7 +177,9 @@ impl Fields<'_> {
     }
 }
 
-/// Writes a rule in the same syntax (psid left-aligned), so that `parse_rule(emit(r)) == r`.
+/// Writes a rule in the same syntax (psid left-aligned), so that `parse_rule(emit(r))` maps
+/// exactly like `r`, and equals it for rules in the parsers' form (no `psid_len` of 0, a `psid`
+/// only beside its `psid_len`).
 pub fn emit_rule(rule: &Rule) -> String {
     let mut s = format!(
         "type=map-e,ipv6prefix={},prefix6len={},ipv4prefix={},prefix4len={},ealen={},offset={}",
@@ -188,7 +190,15 @@ pub fn emit_rule(rule: &Rule) -> String {
         rule.ea_len,
         rule.psid_offset
     );
-    if let Some(k) = rule.psid_len.filter(|k| *k > 0) {
+    // A psid is only read beside a psidlen (mapcalc drops a lone one), so an explicit PSID on a
+    // rule whose length is derived (`--psid` without `--psid-len`) needs that length written
+    // too: without it the PSID silently came back from the EA bits instead.
+    let psid_len = rule.psid_len.filter(|k| *k > 0).or_else(|| {
+        rule.psid
+            .and_then(|_| rule.validate().ok())
+            .filter(|k| *k > 0)
+    });
+    if let Some(k) = psid_len {
         s.push_str(&format!(",psidlen={k}"));
         if let Some(psid) = rule.psid {
             s.push_str(&format!(",psid={}", u32::from(psid) << (16 - u32::from(k))));

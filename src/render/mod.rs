@@ -2,3 +2,5 @@
 //! No I/O here; the front ends decide where the text goes.
 
 pub mod calc;
+pub mod netifd;
+pub mod nft;

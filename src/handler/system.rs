@@ -1,0 +1,235 @@
+//! The two [`System`]s: the real one (ubus and nft command-line tools, rtnetlink for the
+//! address, a state file per interface) and the dry run that records what would be done.
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use super::{netlink, System};
+
+#[derive(Debug)]
+pub struct SysError(pub String);
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The router: `ubus` and `nft` from PATH (both are OpenWrt base packages), netlink for the
+/// CE address, state in `$MAPE_STATE_DIR` (default `/var/run/mape`).
+pub struct RealSystem {
+    state_dir: PathBuf,
+}
+
+impl RealSystem {
+    pub fn new() -> Self {
+        let dir = std::env::var_os("MAPE_STATE_DIR")
+            .map_or_else(|| PathBuf::from("/var/run/mape"), PathBuf::from);
+        RealSystem { state_dir: dir }
+    }
+
+    fn state_path(&self, iface: &str) -> PathBuf {
+        // `iface` was checked by check_name: no `/` or `..` can reach the path.
+        self.state_dir.join(format!("{iface}.json"))
+    }
+}
+
+impl Default for RealSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs a command (no shell involved) and returns its stdout, or an error with its stderr.
+fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SysError> {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SysError(format!("{cmd}: {e}")))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| SysError(format!("{cmd}: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| SysError(format!("{cmd}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        Err(SysError(format!("{cmd} failed ({}): {first}", out.status)))
+    }
+}
+
+impl System for RealSystem {
+    fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError> {
+        let out = run("ubus", &["call", object, method, &args.to_string()], None)?;
+        if out.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&out)
+            .map_err(|e| SysError(format!("ubus {object} {method}: bad reply: {e}")))
+    }
+
+    fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
+        run("nft", &["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    fn addr_add(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
+        netlink::address(dev, addr, true).map_err(|e| SysError(e.to_string()))
+    }
+
+    fn addr_del(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
+        netlink::address(dev, addr, false).map_err(|e| SysError(e.to_string()))
+    }
+
+    fn link_mtu(&mut self, dev: &str) -> Option<u32> {
+        std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), SysError> {
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| SysError(format!("{}: {e}", self.state_dir.display())))?;
+        let path = self.state_path(iface);
+        std::fs::write(&path, state.to_string())
+            .map_err(|e| SysError(format!("{}: {e}", path.display())))
+    }
+
+    fn load_state(&mut self, iface: &str) -> Option<Value> {
+        serde_json::from_str(&std::fs::read_to_string(self.state_path(iface)).ok()?).ok()
+    }
+
+    fn clear_state(&mut self, iface: &str) {
+        let _ = std::fs::remove_file(self.state_path(iface));
+    }
+
+    fn log(&mut self, line: &str) {
+        // netifd logs our stderr with the interface name.
+        eprintln!("{line}");
+    }
+}
+
+/// Records every action instead of doing it. `ubus call network.interface.<x> status` and
+/// `network.interface dump` are answered from the given JSON.
+pub struct DryRun {
+    /// Status of the tunnel link, answered for any `network.interface.<name> status`.
+    pub link_status: Option<Value>,
+    /// Reply to `network.interface dump`.
+    pub dump: Option<Value>,
+    pub link_mtu: Option<u32>,
+    pub state: Option<Value>,
+    pub calls: Vec<Value>,
+    pub nft: Vec<String>,
+    pub log: Vec<String>,
+}
+
+impl DryRun {
+    pub fn new(link_status: Option<Value>) -> Self {
+        DryRun {
+            link_status,
+            dump: None,
+            link_mtu: None,
+            state: None,
+            calls: Vec::new(),
+            nft: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// The whole record as one JSON object.
+    pub fn report(&self, iface: &str, ifname: &str) -> Value {
+        json!({
+            "interface": iface,
+            "ifname": ifname,
+            "calls": self.calls,
+            "nft": self.nft.join("\n"),
+            "log": self.log,
+        })
+    }
+}
+
+impl System for DryRun {
+    fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError> {
+        let reply = if method == "status" && object.starts_with("network.interface.") {
+            self.link_status
+                .clone()
+                .ok_or_else(|| SysError(format!("ubus {object} status: Not found")))?
+        } else if object == "network.interface" && method == "dump" {
+            // Without an explicit dump, the given link status stands for one interface `wan6`.
+            self.dump.clone().unwrap_or_else(|| {
+                let mut one = self.link_status.clone().unwrap_or_else(|| json!({}));
+                if let Some(o) = one.as_object_mut() {
+                    o.insert("interface".into(), json!("wan6"));
+                }
+                json!({ "interface": [one] })
+            })
+        } else {
+            Value::Null
+        };
+        if method != "status" && method != "dump" {
+            self.calls
+                .push(json!({ "object": object, "method": method, "args": args }));
+        }
+        Ok(reply)
+    }
+
+    fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
+        self.nft.push(script.to_string());
+        Ok(())
+    }
+
+    fn addr_add(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
+        self.calls.push(json!({ "object": "kernel", "method": "addr_add",
+                                "args": { "dev": dev, "address": format!("{addr}/128"), "flags": ["nodad"] } }));
+        Ok(())
+    }
+
+    fn addr_del(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
+        self.calls
+            .push(json!({ "object": "kernel", "method": "addr_del",
+                                "args": { "dev": dev, "address": format!("{addr}/128") } }));
+        Ok(())
+    }
+
+    fn link_mtu(&mut self, _dev: &str) -> Option<u32> {
+        self.link_mtu
+    }
+
+    fn save_state(&mut self, _iface: &str, state: &Value) -> Result<(), SysError> {
+        self.state = Some(state.clone());
+        Ok(())
+    }
+
+    fn load_state(&mut self, _iface: &str) -> Option<Value> {
+        self.state.clone()
+    }
+
+    fn clear_state(&mut self, _iface: &str) {
+        self.state = None;
+    }
+
+    fn log(&mut self, line: &str) {
+        self.log.push(line.to_string());
+    }
+}

@@ -1,0 +1,157 @@
+//! netifd protocol-handler messages: the `dump` declaration and the `notify_proto` payloads
+//! (action 0 update, 1 proto task, 3 error, 4 block restart, 6 host dependency).
+
+use serde_json::{json, Value};
+
+use crate::provision::netifd::{HandlerConfig, OPTIONS};
+use crate::provision::Resolved;
+use crate::render::calc;
+
+/// What `./mape.sh '' dump` prints: the handler's name, options and flags.
+pub fn dump(proto: &str) -> Value {
+    let config: Vec<Value> = OPTIONS.iter().map(|(name, ty)| json!([name, ty])).collect();
+    json!({
+        "name": proto,
+        "config": config,
+        // The L3 device is the tunnel netifd creates from our update, not a configured device.
+        "no-device": true,
+        "no-device-config": false,
+        // We run a proto task: it waits for a prefix, and afterwards watches for prefix changes.
+        "no-proto-task": false,
+        "available": true,
+        "renew-handler": false,
+        "restart-handler": false,
+        "lasterror": false,
+        "teardown-on-l3-link-down": false,
+    })
+}
+
+/// The tunnel device name: `map-<iface>` if it fits Linux's 15 bytes, else a deterministic
+/// short form `map-<first 6>_<4 hex of a hash of the whole name>`.
+pub fn ifname_for(iface: &str) -> String {
+    let full = format!("map-{iface}");
+    if full.len() <= 15 {
+        return full;
+    }
+    // FNV-1a: tiny, stable across versions and platforms.
+    let mut h: u32 = 0x811c9dc5;
+    for b in iface.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x01000193);
+    }
+    let head: String = iface.chars().take(6).collect();
+    format!("map-{head}_{:04x}", h & 0xffff)
+}
+
+/// The nft table name for an interface (`mape_<iface>`, `-` and `.` mapped to `_`).
+pub fn table_for(iface: &str) -> String {
+    let clean: String = iface
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("mape_{clean}")
+}
+
+/// Inputs of the setup report besides the mapping itself.
+#[derive(Debug, Clone)]
+pub struct UpdateParams<'a> {
+    pub iface: &'a str,
+    pub ifname: &'a str,
+    pub tunlink: &'a str,
+    pub mtu: u32,
+    pub config: &'a HandlerConfig,
+    pub resolved: &'a Resolved,
+}
+
+/// notify_proto action 0: bring the interface up with the tunnel, address, route and data.
+pub fn update(p: &UpdateParams) -> Value {
+    let m = &p.resolved.mapping;
+    let fmrs: Vec<Value> = p
+        .resolved
+        .fmrs
+        .iter()
+        .map(|r| {
+            json!({
+                "prefix6": r.ipv6_prefix.to_string(),
+                "prefix4": r.ipv4_prefix.to_string(),
+                "ealen": r.ea_len,
+                "offset": r.psid_offset,
+            })
+        })
+        .collect();
+    let mut data = serde_json::Map::new();
+    if let Some(zone) = &p.config.zone {
+        data.insert("zone".into(), json!(zone));
+    }
+    data.insert("mape".into(), calc::to_json(p.resolved));
+    let mut msg = json!({
+        "action": 0,
+        "interface": p.iface,
+        "ifname": p.ifname,
+        "link-up": true,
+        "address-external": false,
+        "tunnel": {
+            "mode": "ipip6",
+            "local": m.ce.to_string(),
+            "remote": m.br.map(|b| b.to_string()),
+            "link": p.tunlink,
+            "mtu": p.mtu,
+            "ttl": p.config.ttl,
+            // Always sent: netifd only disables the encapsulation limit when `data` exists.
+            "data": { "encaplimit": p.config.encaplimit.as_netifd(), "fmrs": fmrs },
+        },
+        "ipaddr": [{ "ipaddr": m.ipv4.to_string(), "mask": m.ipv4_prefix_len.to_string() }],
+        "data": Value::Object(data),
+    });
+    if p.config.defaultroute {
+        msg["routes"] = json!([{ "target": "0.0.0.0", "netmask": "0" }]);
+    }
+    msg
+}
+
+/// notify_proto action 3: an error code (plus data) shown in the interface status and LuCI.
+pub fn error(iface: &str, code: &str, data: &[String]) -> Value {
+    let mut list = vec![Value::from(code)];
+    list.extend(data.iter().map(|d| Value::from(d.as_str())));
+    json!({ "action": 3, "interface": iface, "error": list })
+}
+
+/// notify_proto action 4: do not restart automatically (permanent configuration errors only).
+pub fn block_restart(iface: &str) -> Value {
+    json!({ "action": 4, "interface": iface })
+}
+
+/// notify_proto action 6: depend on another interface (netifd re-runs setup when it comes up).
+pub fn host_dependency(iface: &str, host: &str, ifname: &str) -> Value {
+    json!({ "action": 6, "interface": iface, "host": host, "ifname": ifname })
+}
+
+/// notify_proto action 1: start the proto task netifd supervises.
+pub fn run_command(iface: &str, command: &[String]) -> Value {
+    json!({ "action": 1, "interface": iface, "command": command, "env": [] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifnames_fit_linux() {
+        assert_eq!(ifname_for("wanmap"), "map-wanmap");
+        assert_eq!(ifname_for("abcdefghijk"), "map-abcdefghijk");
+        let long = ifname_for("abcdefghijkl");
+        assert_eq!(long.len(), 15);
+        assert!(long.starts_with("map-abcdef_"));
+        assert_ne!(long, ifname_for("abcdefghijkm"));
+        assert_eq!(long, ifname_for("abcdefghijkl"));
+    }
+
+    #[test]
+    fn dump_declares_types() {
+        let d = dump("mape");
+        let cfg = d["config"].as_array().unwrap();
+        assert!(cfg.contains(&json!(["legacymap", 7])));
+        assert!(cfg.contains(&json!(["mtu", 5])));
+        assert!(cfg.contains(&json!(["isp", 3])));
+        assert_eq!(d["no-device"], json!(true));
+    }
+}

@@ -1,0 +1,446 @@
+//! Real-kernel tests in network namespaces on the machine's own kernel (nftables NAT, veth,
+//! rtnetlink; no ip6tnl needed here — the tunnel itself is tested in the VM bed, tests/e2e).
+//!
+//! Needs root, `ip` (iproute2), `nft`, `tcpdump` and python3, which `./test.sh` installs. A
+//! missing capability is a failure with a message, not a skip; set MAPE_SKIP_ROOT_TESTS=1 to
+//! opt out explicitly when running `cargo test` as an ordinary user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use mape::engine::{CustomerPrefix, Mapping};
+use mape::provision::builtin::IspChoice;
+use mape::provision::{resolve, RuleSource};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mape");
+
+fn skip() -> bool {
+    if std::env::var_os("MAPE_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("MAPE_SKIP_ROOT_TESTS set: skipping a root test");
+        return true;
+    }
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "these tests need root (network namespaces, nft); run ./test.sh as root or set MAPE_SKIP_ROOT_TESTS=1"
+    );
+    for tool in ["ip", "nft", "tcpdump", "python3", "ping"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "{tool} is missing: run ./test.sh, which installs it"
+        );
+    }
+    false
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn sh(script: &str) -> String {
+    String::from_utf8_lossy(&run(&["sh", "-c", script]).stdout).into_owned()
+}
+
+/// A namespace deleted on drop (even when the test fails).
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("mape-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+
+    fn exec(&self, script: &str) -> String {
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.0,
+            script.replace('\'', "'\\''")
+        ))
+    }
+
+    fn try_exec(&self, script: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mape-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn dry_run(iface: &str, config: &str, status: &str) -> Value {
+    let out = run(&[
+        BIN,
+        "netifd",
+        "setup",
+        iface,
+        config,
+        "--dry-run",
+        "--tunlink-status",
+        status,
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const V6PLUS_STATUS: &str =
+    r#"{"up":true,"l3_device":"wan","ipv6-prefix":[{"address":"240b:10:3f6c:d400::","mask":56}]}"#;
+
+fn v6plus_mapping() -> Mapping {
+    let p: CustomerPrefix = "240b:10:3f6c:d400::/56".parse().unwrap();
+    resolve(&RuleSource::Builtin(IspChoice::Auto), p)
+        .unwrap()
+        .mapping
+}
+
+#[test]
+fn nft_script_loads_lists_back_and_replaces_atomically() {
+    if skip() {
+        return;
+    }
+    let ns = Netns::new("nft");
+    let report = dry_run("wanmap", r#"{"tunlink":"wan6"}"#, V6PLUS_STATUS);
+    let script = report["nft"].as_str().unwrap();
+    let dir = tempdir("nft");
+    let file = dir.join("rules.nft");
+    std::fs::write(&file, script).unwrap();
+    let f = file.display();
+    // Twice: the second run replaces the table, it does not add a second one or duplicate rules.
+    ns.exec(&format!("nft -f {f} && nft -f {f}"));
+    let tables = ns.exec("nft list tables");
+    assert_eq!(tables.trim(), "table ip mape_wanmap", "{tables}");
+    let listed = ns.exec("nft list table ip mape_wanmap");
+    assert_eq!(
+        listed.matches("snat ip to numgen inc mod 15 map").count(),
+        3,
+        "{listed}"
+    );
+    assert!(
+        listed.contains("type nat hook postrouting priority srcnat - 1"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("tcp option maxseg size set rt mtu"),
+        "{listed}"
+    );
+    for c in [
+        "snat_tcp",
+        "snat_udp",
+        "snat_icmp",
+        "snat_other",
+        "mss_clamp",
+    ] {
+        assert!(listed.contains(&format!("counter {c} {{")), "{c}");
+    }
+    // Every port set of the mapping is in each map, as the kernel read it back.
+    for set in v6plus_mapping().port_sets() {
+        assert_eq!(
+            listed
+                .matches(&format!("106.72.63.108 . {}-{}", set.first, set.last))
+                .count(),
+            3,
+            "{set}"
+        );
+    }
+    // The teardown script deletes it, and works when the table is already gone.
+    let del = dir.join("del.nft");
+    std::fs::write(&del, mape::render::nft::delete_script("mape_wanmap")).unwrap();
+    ns.exec(&format!(
+        "nft -f {} && nft -f {}",
+        del.display(),
+        del.display()
+    ));
+    assert_eq!(ns.exec("nft list tables").trim(), "");
+}
+
+/// A `ubus` stand-in: answers `status` from a file, records every other call. It is only the
+/// messenger: the address, nft table and state are real.
+fn fake_ubus(dir: &Path) {
+    let script = r#"#!/bin/sh
+[ "$1" = call ] || exit 1
+case "$2 $3" in
+  "network.interface.wan6 status") cat "$FAKE_UBUS_DIR/status.json" ;;
+  "network.interface dump") echo '{"interface":[]}' ;;
+  *) printf '%s %s %s\n' "$2" "$3" "$4" >> "$FAKE_UBUS_DIR/calls.log" ;;
+esac
+"#;
+    let path = dir.join("ubus");
+    std::fs::write(&path, script).unwrap();
+    run(&["chmod", "755", path.to_str().unwrap()]);
+}
+
+#[test]
+fn real_handler_adds_address_and_table_and_teardown_removes_them() {
+    if skip() {
+        return;
+    }
+    let ns = Netns::new("handler");
+    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
+    let dir = tempdir("handler");
+    fake_ubus(&dir);
+    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
+    let d = dir.display();
+    let env = format!("PATH={d}:$PATH FAKE_UBUS_DIR={d} MAPE_STATE_DIR={d}/state");
+    let setup = format!("{env} {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\"}}'");
+    let teardown = format!("{env} {BIN} netifd mape teardown wanmap '{{\"tunlink\":\"wan6\"}}'");
+
+    ns.exec(&setup);
+    let ce = "240b:10:3f6c:d400:6a:483f:6c00:d400";
+    let addrs = ns.exec("ip -6 addr show dev wan");
+    assert!(addrs.contains(&format!("{ce}/128")), "{addrs}");
+    let ce_line = addrs.lines().find(|l| l.contains(ce)).unwrap();
+    assert!(
+        ce_line.contains("nodad") && !ce_line.contains("tentative"),
+        "the CE address must be usable at once: {addrs}"
+    );
+    assert!(ns.exec("nft list tables").contains("table ip mape_wanmap"));
+    let calls = std::fs::read_to_string(dir.join("calls.log")).unwrap();
+    let update = calls
+        .lines()
+        .find(|l| l.contains("\"action\":0"))
+        .expect("an update was sent");
+    assert!(update.contains(&format!("\"local\":\"{ce}\"")), "{update}");
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.contains("\"action\":1") && l.contains("watch")),
+        "{calls}"
+    );
+
+    // Setting up twice (netifd re-runs setup) is the same as once.
+    ns.exec(&setup);
+    assert_eq!(ns.exec("nft list tables").matches("mape_wanmap").count(), 1);
+    assert_eq!(ns.exec("ip -6 addr show dev wan").matches(ce).count(), 1);
+
+    ns.exec(&teardown);
+    assert!(!ns.exec("ip -6 addr show dev wan").contains(ce));
+    assert_eq!(ns.exec("nft list tables").trim(), "");
+    assert!(!dir.join("state/wanmap.json").exists());
+    // Teardown again: nothing left to remove, still success.
+    ns.exec(&teardown);
+
+    // A prefix change: new /56, setup derives a new CE; the old one is not left behind.
+    ns.exec(&setup);
+    std::fs::write(
+        dir.join("status.json"),
+        r#"{"up":true,"l3_device":"wan","ipv6-prefix":[{"address":"240b:10:1111:2200::","mask":56}]}"#,
+    )
+    .unwrap();
+    let watch = format!("{env} {BIN} netifd watch wanmap '{{\"tunlink\":\"wan6\"}}' --current 240b:10:3f6c:d400::/56 --once");
+    let verdict = ns.try_exec(&watch);
+    assert_eq!(
+        verdict.status.code(),
+        Some(3),
+        "the watch task must see the change"
+    );
+    ns.exec(&teardown);
+    ns.exec(&setup);
+    let addrs = ns.exec("ip -6 addr show dev wan");
+    assert!(!addrs.contains(ce), "{addrs}");
+    assert!(
+        addrs.contains("240b:10:1111:2200:6a:4811:1100:2200/128"),
+        "{addrs}"
+    );
+    ns.exec(&teardown);
+}
+
+#[test]
+fn bad_config_leaves_the_system_as_it_was() {
+    if skip() {
+        return;
+    }
+    let ns = Netns::new("badcfg");
+    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
+    let dir = tempdir("badcfg");
+    fake_ubus(&dir);
+    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
+    let before = ns.exec("ip -6 addr show dev wan; nft list ruleset");
+    let d = dir.display();
+    let out = ns.try_exec(&format!(
+        "PATH={d}:$PATH FAKE_UBUS_DIR={d} MAPE_STATE_DIR={d}/state {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\",\"ports_exclude\":\"80\"}}'"
+    ));
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(ns.exec("ip -6 addr show dev wan; nft list ruleset"), before);
+    let calls = std::fs::read_to_string(dir.join("calls.log")).unwrap();
+    assert!(
+        calls.contains("INVALID_OPTION") && calls.contains("\"action\":4"),
+        "{calls}"
+    );
+}
+
+/// Real traffic through the generated ruleset: a LAN host opens many TCP connections, sends
+/// UDP and pings a server behind an interface named like the tunnel. Every source port and
+/// echo identifier the server sees must be one of ours, and the flows must spread over all
+/// port sets (stock OpenWrt uses only the first).
+#[test]
+fn snat_uses_every_port_set_and_only_ours() {
+    if skip() {
+        return;
+    }
+    let lan = Netns::new("lan");
+    let ce = Netns::new("ce");
+    let srv = Netns::new("srv");
+    sh(&format!(
+        "ip link add lan0 netns {} type veth peer name lan1 netns {}",
+        lan.0, ce.0
+    ));
+    sh(&format!(
+        "ip link add map-wanmap netns {} type veth peer name srv0 netns {}",
+        ce.0, srv.0
+    ));
+    lan.exec("ip addr add 192.168.1.2/24 dev lan0 && ip link set lan0 up && ip route add default via 192.168.1.1");
+    ce.exec(
+        "ip addr add 192.168.1.1/24 dev lan1 && ip link set lan1 up && ip addr add 10.99.0.1/30 dev map-wanmap \
+         && ip link set map-wanmap up && ip route add default via 10.99.0.2 && sysctl -qw net.ipv4.ip_forward=1",
+    );
+    srv.exec("ip addr add 10.99.0.2/30 dev srv0 && ip link set srv0 up && ip route add 106.72.63.108/32 via 10.99.0.1");
+
+    let report = dry_run("wanmap", r#"{"tunlink":"wan6"}"#, V6PLUS_STATUS);
+    let dir = tempdir("snat");
+    std::fs::write(dir.join("rules.nft"), report["nft"].as_str().unwrap()).unwrap();
+    ce.exec(&format!("nft -f {}/rules.nft", dir.display()));
+
+    let server = r#"
+import socket, threading, sys, time
+seen = open(sys.argv[1], "w")
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("10.99.0.2", 8080)); t.listen(256)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("10.99.0.2", 8081))
+def tcp():
+    while True:
+        c, a = t.accept(); seen.write("tcp %s %d\n" % a); seen.flush(); c.sendall(b"ok")
+def udp():
+    while True:
+        d, a = u.recvfrom(100); seen.write("udp %s %d\n" % a); seen.flush(); u.sendto(b"ok", a)
+threading.Thread(target=tcp, daemon=True).start(); threading.Thread(target=udp, daemon=True).start()
+time.sleep(30)
+"#;
+    std::fs::write(dir.join("server.py"), server).unwrap();
+    let client = r#"
+import socket, sys
+n = int(sys.argv[1]); held = []; got = 0
+for i in range(n):
+    s = socket.create_connection(("10.99.0.2", 8080), timeout=5); held.append(s)
+    got += s.recv(2) == b"ok"
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+    u.sendto(b"x", ("10.99.0.2", 8081)); got += u.recvfrom(10)[0] == b"ok"; held.append(u)
+print(got)
+"#;
+    std::fs::write(dir.join("client.py"), client).unwrap();
+    let d = dir.display();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &srv.0,
+            "python3",
+            &format!("{d}/server.py"),
+            &format!("{d}/seen.txt"),
+        ])
+        .spawn()
+        .unwrap();
+    let mut capture = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &srv.0,
+            "tcpdump",
+            "-i",
+            "srv0",
+            "-n",
+            "-l",
+            "--immediate-mode",
+            "-w",
+            &format!("{d}/icmp.pcap"),
+            "icmp[icmptype] == icmp-echo",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let n = 45;
+    let answered = lan.exec(&format!("python3 {d}/client.py {n}"));
+    lan.exec(
+        "ping -c 4 -i 0.2 -W 2 10.99.0.2 >/dev/null; ping -c 4 -i 0.2 -W 2 10.99.0.2 >/dev/null",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &capture.id().to_string()])
+        .status();
+    let _ = capture.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        answered.trim(),
+        (2 * n).to_string(),
+        "every TCP and UDP exchange must complete"
+    );
+
+    let m = v6plus_mapping();
+    let seen = std::fs::read_to_string(dir.join("seen.txt")).unwrap();
+    let mut sets_used = std::collections::BTreeSet::new();
+    let mut count = 0;
+    for line in seen.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[1], "106.72.63.108", "server saw {line}");
+        let port: u16 = f[2].parse().unwrap();
+        assert!(
+            m.owns_port(port),
+            "stray port {port} ({line}): not in PSID {}'s sets",
+            m.ports.psid()
+        );
+        sets_used.insert(m.port_sets().position(|s| s.contains(port)).unwrap());
+        count += 1;
+    }
+    assert_eq!(count, 2 * n, "{seen}");
+    assert_eq!(
+        sets_used.len(),
+        15,
+        "flows must spread over all 15 port sets, used {sets_used:?}"
+    );
+
+    let ids = sh(&format!("tcpdump -n -r {d}/icmp.pcap 2>/dev/null | grep -o 'echo request, id [0-9]*' | cut -d' ' -f4"));
+    let ids: Vec<u16> = ids.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(
+        ids.len() >= 8,
+        "expected 8 echo requests at the server, saw {}",
+        ids.len()
+    );
+    for id in ids {
+        assert!(
+            m.owns_port(id),
+            "stray echo identifier {id}: not in PSID {}'s sets",
+            m.ports.psid()
+        );
+    }
+    let counters = ce.exec("nft list counter ip mape_wanmap snat_icmp");
+    assert!(!counters.contains("packets 0 "), "{counters}");
+}
