@@ -236,6 +236,16 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         "{calls}"
     );
 
+    // `fw4 flush` (firewall stop) deletes every table; fw4's include runs `reapply` on start.
+    ns.exec("nft flush ruleset");
+    ns.exec(&format!("{env} {BIN} netifd reapply"));
+    let restored = ns.exec("nft list table ip mape_wanmap");
+    assert_eq!(
+        restored.matches("numgen inc mod 15 map").count(),
+        3,
+        "{restored}"
+    );
+
     // Setting up twice (netifd re-runs setup) is the same as once.
     ns.exec(&setup);
     assert_eq!(ns.exec("nft list tables").matches("mape_wanmap").count(), 1);

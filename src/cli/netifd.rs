@@ -14,7 +14,9 @@ use crate::engine::CustomerPrefix;
 use crate::handler::{self, DryRun, RealSystem, WatchVerdict};
 use crate::render::netifd::{dump, ifname_for};
 
-const ACTIONS: &[&str] = &["dump", "setup", "teardown", "watch", "renew", "restart"];
+const ACTIONS: &[&str] = &[
+    "dump", "setup", "teardown", "watch", "reapply", "renew", "restart",
+];
 
 #[derive(Args, Debug)]
 pub struct NetifdArgs {
@@ -130,6 +132,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 }
             }
         }
+        "reapply" => Ok(handler::reapply(&mut RealSystem::new())),
         // Declared neither renew- nor restart-handler; netifd does not call these.
         "renew" | "restart" => Ok(0),
         other => Err(format!(

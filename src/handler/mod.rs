@@ -50,6 +50,8 @@ pub trait System {
     fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), SysError>;
     fn load_state(&mut self, iface: &str) -> Option<Value>;
     fn clear_state(&mut self, iface: &str);
+    /// The interfaces that have a saved state.
+    fn state_ifaces(&mut self) -> Vec<String>;
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
 }
@@ -278,8 +280,9 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         sys.log(&format!("mape: {iface}: notify_proto failed: {e}"));
         return FAILED;
     }
+    // The script is kept so `reapply` can restore the table after `fw4 flush` (firewall stop).
     let state = json!({ "ce": ce.to_string(), "dev": dev, "table": table, "ifname": ifname,
-                        "tunlink": tunlink, "prefix": m.prefix.to_string() });
+                        "tunlink": tunlink, "prefix": m.prefix.to_string(), "nft": script });
     if let Err(e) = sys.save_state(iface, &state) {
         sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
     }
@@ -354,6 +357,26 @@ pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
     }
     sys.clear_state(iface);
     OK
+}
+
+/// `reapply`: load the saved nft table of every interface that is up again. The firewall's
+/// `fw4 flush` (on `/etc/init.d/firewall stop`) deletes every table, ours included; fw4 runs this
+/// through its script include after each start or reload, and it is idempotent.
+pub fn reapply(sys: &mut dyn System) -> i32 {
+    let mut code = OK;
+    for iface in sys.state_ifaces() {
+        let Some(script) = sys
+            .load_state(&iface)
+            .and_then(|s| s.get("nft")?.as_str().map(str::to_string))
+        else {
+            continue;
+        };
+        if let Err(e) = sys.nft_apply(&script) {
+            sys.log(&format!("mape: {iface}: reapplying the nft table: {e}"));
+            code = FAILED;
+        }
+    }
+    code
 }
 
 /// What the watch task decides after looking at the link once.

@@ -124,6 +124,24 @@ impl System for RealSystem {
         let _ = std::fs::remove_file(self.state_path(iface));
     }
 
+    fn state_ifaces(&mut self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.state_dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
+            .filter(|n| crate::provision::netifd::check_name("interface", n).is_ok())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn log(&mut self, line: &str) {
         // netifd logs our stderr with the interface name.
         eprintln!("{line}");
@@ -138,7 +156,8 @@ pub struct DryRun {
     /// Reply to `network.interface dump`.
     pub dump: Option<Value>,
     pub link_mtu: Option<u32>,
-    pub state: Option<Value>,
+    /// Saved states by interface.
+    pub state: std::collections::BTreeMap<String, Value>,
     pub calls: Vec<Value>,
     pub nft: Vec<String>,
     pub log: Vec<String>,
@@ -150,7 +169,7 @@ impl DryRun {
             link_status,
             dump: None,
             link_mtu: None,
-            state: None,
+            state: Default::default(),
             calls: Vec::new(),
             nft: Vec::new(),
             log: Vec::new(),
@@ -216,17 +235,21 @@ impl System for DryRun {
         self.link_mtu
     }
 
-    fn save_state(&mut self, _iface: &str, state: &Value) -> Result<(), SysError> {
-        self.state = Some(state.clone());
+    fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), SysError> {
+        self.state.insert(iface.to_string(), state.clone());
         Ok(())
     }
 
-    fn load_state(&mut self, _iface: &str) -> Option<Value> {
-        self.state.clone()
+    fn load_state(&mut self, iface: &str) -> Option<Value> {
+        self.state.get(iface).cloned()
     }
 
-    fn clear_state(&mut self, _iface: &str) {
-        self.state = None;
+    fn clear_state(&mut self, iface: &str) {
+        self.state.remove(iface);
+    }
+
+    fn state_ifaces(&mut self) -> Vec<String> {
+        self.state.keys().cloned().collect()
     }
 
     fn log(&mut self, line: &str) {
