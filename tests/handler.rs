@@ -410,3 +410,33 @@ fn without_tunlink_the_interface_with_a_mapping_prefix_is_used() {
     assert_eq!(notify(&sys, 6)[0]["ifname"], "wan6");
     assert_eq!(notify(&sys, 0)[0]["tunnel"]["link"], "wan6");
 }
+
+#[test]
+fn dhcpv6_script_dynamic_interface_through_the_map_compat_name() {
+    // Exactly what odhcp6c's dhcpv6.script passes to `ubus call network add_dynamic` when the
+    // ISP sends option 94 (the compat package answers as proto `map`).
+    let config = json!({
+        "name": "wan6_4", "ifname": "@wan6", "proto": "map", "type": "map-e",
+        "_prefsig": " 2001:db8:12:3400::/56",
+        "rule": "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1,",
+        "tunlink": "wan6", "zone": "wan"
+    });
+    let mut sys = DryRun::new(Some(status(&[("2001:db8:12:3400::", 56)], &[])));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wan6_4", &config.to_string()),
+        0,
+        "{:?}",
+        sys.log
+    );
+    let up = notify(&sys, 0)[0];
+    assert_eq!(up["ifname"], "map-wan6_4");
+    assert_eq!(up["tunnel"]["local"], "2001:db8:12:3400:0:c000:212:34");
+    assert_eq!(up["tunnel"]["remote"], "2001:db8:ffff::1");
+    assert_eq!(up["ipaddr"][0]["ipaddr"], "192.0.2.18");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mape"))
+        .args(["netifd", "map", "dump"])
+        .output()
+        .unwrap();
+    let dump: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dump["name"], "map");
+}
