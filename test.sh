@@ -24,3 +24,6 @@ cargo clippy --all-targets --locked -- -D warnings
 
 echo "== unit, integration, property and namespace tests (cargo test)"
 cargo test --all-targets --locked
+
+echo "== LuCI protocol page in headless Chromium (tests/luci)"
+bash tests/luci/run.sh

@@ -10,3 +10,7 @@ pub use mapping::{CeAddress, MapError, Mapping};
 pub use ports::{PortParams, PortSet};
 pub use prefix::{CustomerPrefix, PrefixError};
 pub use rule::{IidFormat, Rule, RuleError};
+
+/// The tunnel MTU the ISPs' paths allow: a 1500-byte IPv6 link minus the 40-byte IPv6 header
+/// that encapsulation adds (RFC 7597 §8.3: nothing should fragment inside the domain).
+pub const TUNNEL_MTU: u32 = 1460;

@@ -26,10 +26,10 @@ use std::net::Ipv6Addr;
 
 use serde_json::{json, Value};
 
-use crate::engine::CustomerPrefix;
-use crate::provision::netifd::{check_name, HandlerConfig, LinkStatus};
-use crate::provision::{resolve, Resolved, RuleSource};
-use crate::render::netifd::{self as msg, ifname_for, table_for, UpdateParams};
+use crate::engine::{CustomerPrefix, MapError};
+use crate::provision::netifd::{check_name, ConfigError, HandlerConfig, LinkStatus};
+use crate::provision::{resolve, ResolveError, Resolved, RuleSource};
+use crate::render::netifd::{self as msg, codes, ifname_for, table_for, UpdateParams};
 use crate::render::nft::{self, NftParams};
 
 pub use system::{DryRun, RealSystem, SysError};
@@ -149,7 +149,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     let cfg = match HandlerConfig::parse(config_json) {
         Ok(c) => c,
         Err(e) => {
-            report(sys, iface, e.code(), &e.to_string(), true);
+            report(sys, iface, config_code(&e), &e.to_string(), true);
             return FAILED;
         }
     };
@@ -157,7 +157,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     // prefix-independent part now so a bad option is reported even before a prefix exists.
     if let Err(e) = cfg.rules.to_source(None) {
         if !matches!(e, crate::provision::input::InputError::Missing("ealen")) {
-            report(sys, iface, "INVALID_MAP_RULE", &e.to_string(), true);
+            report(sys, iface, codes::INVALID_MAP_RULE, &e.to_string(), true);
             return FAILED;
         }
     }
@@ -175,7 +175,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             report(
                 sys,
                 iface,
-                "NO_PREFIX",
+                codes::NO_PREFIX,
                 "no interface has a usable IPv6 prefix yet (set tunlink)",
                 false,
             );
@@ -190,14 +190,14 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             report(
                 sys,
                 iface,
-                "NO_PREFIX",
+                codes::NO_PREFIX,
                 &format!("tunlink {tunlink}: no IPv6 prefix yet, waiting"),
                 false,
             );
             return start_task(sys, exe, iface, config_json, None);
         }
         Err(e) => {
-            report(sys, iface, "NO_PREFIX", &e, false);
+            report(sys, iface, codes::NO_PREFIX, &e, false);
             return start_task(sys, exe, iface, config_json, None);
         }
     };
@@ -219,7 +219,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         report(
             sys,
             iface,
-            "NO_PREFIX",
+            codes::NO_PREFIX,
             &format!("tunlink {tunlink}: no device"),
             false,
         );
@@ -244,7 +244,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     }) {
         Ok(s) => s,
         Err(e) => {
-            report(sys, iface, "INVALID_OPTION", &e.to_string(), true);
+            report(sys, iface, codes::INVALID_OPTION, &e.to_string(), true);
             return FAILED;
         }
     };
@@ -255,7 +255,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         report(
             sys,
             iface,
-            "ADDR_FAILED",
+            codes::ADDR_FAILED,
             &format!("adding {ce}/128 to {dev}: {e}"),
             false,
         );
@@ -263,7 +263,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     }
     if let Err(e) = sys.nft_apply(&script) {
         let _ = sys.addr_del(&dev, ce);
-        report(sys, iface, "NFT_FAILED", &e.to_string(), true);
+        report(sys, iface, codes::NFT_FAILED, &e.to_string(), true);
         return FAILED;
     }
     let update = msg::update(&UpdateParams {
@@ -293,6 +293,24 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     start_task(sys, exe, iface, config_json, Some(&m.prefix))
 }
 
+/// The netifd error code of a configuration error.
+fn config_code(e: &ConfigError) -> &'static str {
+    match e {
+        ConfigError::UnsupportedType(_) => codes::UNSUPPORTED_TYPE,
+        _ => codes::INVALID_OPTION,
+    }
+}
+
+/// The netifd error code of a mapping failure: OpenWrt map's codes where they exist.
+fn resolve_code(e: &ResolveError) -> &'static str {
+    match e {
+        ResolveError::NoIspRule { .. } | ResolveError::NotInIsp { .. } => codes::NO_MATCHING_RULE,
+        ResolveError::NoMatchingRule { .. } => codes::NO_MATCHING_PD,
+        ResolveError::Map(MapError::Rule(_)) => codes::INVALID_MAP_RULE,
+        ResolveError::Map(_) => codes::NO_MATCHING_PD,
+    }
+}
+
 /// Maps the link's prefixes under the configured rules; on failure, the error code, the
 /// message and whether it is permanent (a config error) or may heal with another prefix.
 fn resolve_for_link(
@@ -302,12 +320,12 @@ fn resolve_for_link(
     let source = cfg
         .rules
         .to_source(link.prefixes.first())
-        .map_err(|e| ("INVALID_MAP_RULE", e.to_string(), true))?;
+        .map_err(|e| (codes::INVALID_MAP_RULE, e.to_string(), true))?;
     select(&source, link).map_err(|e| match e {
-        None => ("NO_PREFIX", "no IPv6 prefix".to_string(), false),
+        None => (codes::NO_PREFIX, "no IPv6 prefix".to_string(), false),
         Some(e) => {
-            let code = e.code();
-            (code, e.to_string(), code == "INVALID_MAP_RULE")
+            let code = resolve_code(&e);
+            (code, e.to_string(), code == codes::INVALID_MAP_RULE)
         }
     })
 }

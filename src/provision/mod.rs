@@ -54,18 +54,6 @@ pub enum ResolveError {
     Map(#[from] MapError),
 }
 
-impl ResolveError {
-    /// The netifd error code (OpenWrt map.sh's codes where they exist, so LuCI shows them).
-    pub fn code(&self) -> &'static str {
-        match self {
-            ResolveError::NoIspRule { .. } | ResolveError::NotInIsp { .. } => "NO_MATCHING_RULE",
-            ResolveError::NoMatchingRule { .. } => "NO_MATCHING_PD",
-            ResolveError::Map(MapError::Rule(_)) => "INVALID_MAP_RULE",
-            ResolveError::Map(_) => "NO_MATCHING_PD",
-        }
-    }
-}
-
 /// Index of the Basic Mapping Rule: the rule whose IPv6 prefix is the longest match.
 pub fn select_bmr(rules: &[Rule], prefix: &CustomerPrefix) -> Option<usize> {
     rules

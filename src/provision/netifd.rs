@@ -11,8 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::{Map, Value};
 
 use super::input::{PsidInput, RuleInput};
-use crate::engine::{CustomerPrefix, IidFormat, PortSet};
-use crate::render::calc::DEFAULT_MTU;
+use crate::engine::{CustomerPrefix, IidFormat, PortSet, TUNNEL_MTU};
 
 /// The UCI options the handler declares in `dump`, with their blobmsg types
 /// (3 string, 5 int32, 7 bool). Same names as OpenWrt's `map`, plus `isp` and `ports_exclude`.
@@ -51,16 +50,6 @@ pub enum ConfigError {
     },
     #[error("maptype {0:?}: only map-e is supported by mape")]
     UnsupportedType(String),
-}
-
-impl ConfigError {
-    /// The netifd error code for LuCI.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ConfigError::UnsupportedType(_) => "UNSUPPORTED_TYPE",
-            _ => "INVALID_OPTION",
-        }
-    }
 }
 
 /// `encaplimit`: "ignore" (no Destination Options header, what every BR here needs) or 0–255.
@@ -197,8 +186,8 @@ impl HandlerConfig {
     /// (the ISPs' path MTU is 1500 whatever the LAN-side link supports).
     pub fn tunnel_mtu(&self, link_mtu: Option<u32>) -> u32 {
         self.mtu.unwrap_or_else(|| match link_mtu {
-            Some(m) if m >= 1320 => (m - 40).min(DEFAULT_MTU),
-            _ => DEFAULT_MTU,
+            Some(m) if m >= 1320 => (m - 40).min(TUNNEL_MTU),
+            _ => TUNNEL_MTU,
         })
     }
 }

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use crate::provision::Resolved;
 
-/// The tunnel MTU we recommend: a 1500-byte IPv6 link minus the 40-byte IPv6 header.
-pub const DEFAULT_MTU: u32 = 1460;
+/// The tunnel MTU we recommend (see [`crate::engine::TUNNEL_MTU`]).
+pub use crate::engine::TUNNEL_MTU as DEFAULT_MTU;
 
 pub fn to_json(r: &Resolved) -> Value {
     let m = &r.mapping;

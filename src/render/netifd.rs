@@ -7,6 +7,30 @@ use crate::provision::netifd::{HandlerConfig, OPTIONS};
 use crate::provision::Resolved;
 use crate::render::calc;
 
+/// netifd error codes the handler reports (`proto_notify_error`), shown in the interface status
+/// and translated by LuCI (files/www/…/protocol/mape.js registers a text for each of `ALL`;
+/// tests/luci checks that against this list). The first three are OpenWrt `map`'s own.
+pub mod codes {
+    pub const INVALID_MAP_RULE: &str = "INVALID_MAP_RULE";
+    pub const NO_MATCHING_PD: &str = "NO_MATCHING_PD";
+    pub const UNSUPPORTED_TYPE: &str = "UNSUPPORTED_TYPE";
+    pub const NO_MATCHING_RULE: &str = "NO_MATCHING_RULE";
+    pub const NO_PREFIX: &str = "NO_PREFIX";
+    pub const INVALID_OPTION: &str = "INVALID_OPTION";
+    pub const ADDR_FAILED: &str = "ADDR_FAILED";
+    pub const NFT_FAILED: &str = "NFT_FAILED";
+    pub const ALL: &[&str] = &[
+        INVALID_MAP_RULE,
+        NO_MATCHING_PD,
+        UNSUPPORTED_TYPE,
+        NO_MATCHING_RULE,
+        NO_PREFIX,
+        INVALID_OPTION,
+        ADDR_FAILED,
+        NFT_FAILED,
+    ];
+}
+
 /// What `./mape.sh '' dump` prints: the handler's name, options and flags.
 pub fn dump(proto: &str) -> Value {
     let config: Vec<Value> = OPTIONS.iter().map(|(name, ty)| json!([name, ty])).collect();
