@@ -17,3 +17,4 @@ pub mod render;
 
 pub mod cli;
 pub mod handler;
+pub mod status;

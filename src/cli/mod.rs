@@ -5,6 +5,7 @@
 
 mod calc;
 mod netifd;
+mod status;
 
 use std::ffi::OsString;
 
@@ -33,6 +34,8 @@ enum Cmd {
     Rules(calc::RulesArgs),
     /// The OpenWrt netifd protocol handler (`proto mape`), also for dry runs by hand.
     Netifd(netifd::NetifdArgs),
+    /// Show each MAP-E interface: mapping, tunnel, ports in use per set and host, SNAT failures.
+    Status(status::StatusArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -45,6 +48,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Cmd::Calc(a) => calc::calc(&a),
         Cmd::Rules(a) => calc::rules(&a),
         Cmd::Netifd(a) => netifd::run(&a),
+        Cmd::Status(a) => status::run(&a),
     };
     match result {
         Ok(code) => code,

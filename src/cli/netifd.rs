@@ -121,14 +121,32 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 .unwrap_or(10)
                 .max(1);
             let mut sys = RealSystem::new();
+            // While the interface is up, each round also refreshes its status (file and ubus
+            // data.mape_status, see handler::status_round); the first round right after setup
+            // only looks at the link.
+            let mut status = handler::StatusWatch::new(
+                handler::StatusPush::from_env(),
+                crate::status::RealSource::state_dirs(),
+            );
+            let mut src = crate::status::RealSource::new();
             loop {
                 match handler::watch_once(&mut sys, iface, &config, current) {
                     WatchVerdict::Changed(why) => {
                         eprintln!("mape: {iface}: {why}: restarting the interface");
                         return Ok(if a.once { 3 } else { 0 });
                     }
-                    WatchVerdict::Same if a.once => return Ok(0),
-                    WatchVerdict::Same => std::thread::sleep(Duration::from_secs(interval)),
+                    WatchVerdict::Same if a.once => {
+                        if current.is_some() {
+                            handler::status_round(&mut sys, &mut src, iface, &mut status);
+                        }
+                        return Ok(0);
+                    }
+                    WatchVerdict::Same => {
+                        std::thread::sleep(Duration::from_secs(interval));
+                        if current.is_some() {
+                            handler::status_round(&mut sys, &mut src, iface, &mut status);
+                        }
+                    }
                 }
             }
         }

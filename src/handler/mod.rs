@@ -17,9 +17,12 @@
 //! 5. load our nft table (one atomic `nft -f`);
 //! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`);
 //! 7. start the proto task that watches the link: when the prefix changes it exits, netifd
-//!    tears us down and, because nothing blocked the restart, sets us up again.
+//!    tears us down and, because nothing blocked the restart, sets us up again. While the
+//!    interface is up, each round also refreshes its port usage ([`status_round`]: the status
+//!    file, and `data.mape_status` when it changed).
 
 mod netlink;
+mod status;
 mod system;
 
 use std::net::Ipv6Addr;
@@ -32,6 +35,7 @@ use crate::provision::{resolve, ResolveError, Resolved, RuleSource};
 use crate::render::netifd::{self as msg, codes, ifname_for, table_for, UpdateParams};
 use crate::render::nft::{self, NftParams};
 
+pub use status::{status_round, StatusPush, StatusWatch};
 pub use system::{DryRun, RealSystem, SysError};
 
 /// What the handler needs from the system; [`RealSystem`] on a router, [`DryRun`] to print
@@ -52,6 +56,11 @@ pub trait System {
     fn clear_state(&mut self, iface: &str);
     /// The interfaces that have a saved state.
     fn state_ifaces(&mut self) -> Vec<String>;
+    /// Keeps the latest `mape status` of the interface (`<state dir>/status/<iface>.json`).
+    fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
+        let _ = (iface, status);
+        Ok(())
+    }
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
 }
@@ -281,8 +290,10 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         return FAILED;
     }
     // The script is kept so `reapply` can restore the table after `fw4 flush` (firewall stop).
+    // `mapping` (the calculator JSON) lets `mape status` work without ubus.
     let state = json!({ "ce": ce.to_string(), "dev": dev, "table": table, "ifname": ifname,
-                        "tunlink": tunlink, "prefix": m.prefix.to_string(), "nft": script });
+                        "tunlink": tunlink, "prefix": m.prefix.to_string(), "nft": script,
+                        "mapping": crate::render::calc::to_json(&resolved) });
     if let Err(e) = sys.save_state(iface, &state) {
         sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
     }

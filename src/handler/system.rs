@@ -37,6 +37,11 @@ impl RealSystem {
         // `iface` was checked by check_name: no `/` or `..` can reach the path.
         self.state_dir.join(format!("{iface}.json"))
     }
+
+    /// `<state dir>/status/<iface>.json`: a subdirectory, so `state_ifaces` never sees it.
+    fn status_path(&self, iface: &str) -> PathBuf {
+        self.state_dir.join("status").join(format!("{iface}.json"))
+    }
 }
 
 impl Default for RealSystem {
@@ -122,6 +127,21 @@ impl System for RealSystem {
 
     fn clear_state(&mut self, iface: &str) {
         let _ = std::fs::remove_file(self.state_path(iface));
+        let _ = std::fs::remove_file(self.status_path(iface));
+    }
+
+    fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
+        if crate::provision::netifd::check_name("interface", iface).is_err() {
+            return Err(SysError(format!("status: bad interface name {iface:?}")));
+        }
+        let path = self.status_path(iface);
+        let dir = self.state_dir.join("status");
+        std::fs::create_dir_all(&dir).map_err(|e| SysError(format!("{}: {e}", dir.display())))?;
+        // Write then rename: a reader (LuCI) never sees half a file.
+        let tmp = dir.join(format!(".{iface}.json.tmp"));
+        std::fs::write(&tmp, status.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| SysError(format!("{}: {e}", path.display())))
     }
 
     fn state_ifaces(&mut self) -> Vec<String> {
@@ -158,6 +178,8 @@ pub struct DryRun {
     pub link_mtu: Option<u32>,
     /// Saved states by interface.
     pub state: std::collections::BTreeMap<String, Value>,
+    /// Saved `mape status` payloads by interface.
+    pub status: std::collections::BTreeMap<String, Value>,
     pub calls: Vec<Value>,
     pub nft: Vec<String>,
     pub log: Vec<String>,
@@ -170,6 +192,7 @@ impl DryRun {
             dump: None,
             link_mtu: None,
             state: Default::default(),
+            status: Default::default(),
             calls: Vec::new(),
             nft: Vec::new(),
             log: Vec::new(),
@@ -250,6 +273,11 @@ impl System for DryRun {
 
     fn state_ifaces(&mut self) -> Vec<String> {
         self.state.keys().cloned().collect()
+    }
+
+    fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
+        self.status.insert(iface.to_string(), status.clone());
+        Ok(())
     }
 
     fn log(&mut self, line: &str) {

@@ -4,3 +4,4 @@
 pub mod calc;
 pub mod netifd;
 pub mod nft;
+pub mod status;

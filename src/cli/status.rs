@@ -1,0 +1,60 @@
+//! `mape status [--json] [--top N] [IFACE]`: ports in use per port set and LAN host, SNAT
+//! failures, tunnel state, for every MAP-E interface (netifd's or `mape up`'s).
+
+use clap::Args;
+
+use crate::render::status as render;
+use crate::status::{self, Options, RealSource};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this interface (its netifd or `mape up` name, tunnel device or nft table).
+    #[arg(value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Print one JSON object (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// How many LAN hosts and destinations to list.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+}
+
+pub fn run(a: &StatusArgs) -> Result<i32, String> {
+    // The conntrack table and nft need root; without it every count would be a wrong "0" or a
+    // wrong "table missing". /proc/self belongs to the effective user.
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() != 0) {
+        return Err("status: needs root (it reads the conntrack table and nft)".into());
+    }
+    let mut src = RealSource::new();
+    let dirs = RealSource::state_dirs();
+    let mut targets = status::discover(&mut src, &dirs, true);
+    if let Some(want) = &a.iface {
+        targets.retain(|t| t.name == *want || t.ifname == *want || t.table == *want);
+        if targets.is_empty() {
+            return Err(format!(
+                "status {want:?}: no such MAP-E interface (looked in ubus, {}, nft tables)",
+                dirs.join(", ")
+            ));
+        }
+    }
+    let report = status::collect(
+        &mut src,
+        targets,
+        &Options {
+            top: a.top,
+            prev: None,
+        },
+    );
+    if a.json {
+        println!("{}", render::to_json(&report));
+    } else if report.interfaces.is_empty() {
+        println!(
+            "no MAP-E interface (looked in ubus, {}, nft tables)",
+            dirs.join(", ")
+        );
+    } else {
+        print!("{}", render::to_text(&report));
+    }
+    Ok(0)
+}
