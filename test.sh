@@ -25,5 +25,8 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== unit, integration, property and namespace tests (cargo test)"
 cargo test --all-targets --locked
 
+echo "== fuzzing every parser for a bounded time (scripts/fuzz.sh; longer: scripts/fuzz.sh 600)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 echo "== LuCI protocol page in headless Chromium (tests/luci)"
 bash tests/luci/run.sh

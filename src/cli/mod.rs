@@ -81,9 +81,15 @@ fn clap_error(e: clap::Error) -> i32 {
             }
         }
         _ => {
+            // clap's first line names the problem; when it ends with ':' the next line names
+            // the argument (e.g. a missing required one), so join the two.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            fail(first.trim_start_matches("error: "))
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            match lines.next() {
+                Some(next) if first.ends_with(':') => fail(&format!("{first} {}", next.trim())),
+                _ => fail(first),
+            }
         }
     }
 }
