@@ -12,6 +12,8 @@ need nft nftables
 need tcpdump tcpdump
 need ping iputils-ping
 need python3 python3
+need systemd-analyze systemd
+need iptables-restore iptables
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "== installing ${need_pkgs[*]}"
 	apt-get update -qq

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `engine` is pure computation (no I/O); `provision` turns inputs into rules; `render` turns a
-//! mapping into text; `cli` and the netifd handler are thin front ends doing the I/O.
+//! mapping into text; `cli`, the netifd `handler` and `linux` (plain Linux routers) are thin front
+//! ends doing the I/O.
 
 pub mod engine;
 pub mod provision;
@@ -17,4 +18,5 @@ pub mod render;
 
 pub mod cli;
 pub mod handler;
+pub mod linux;
 pub mod status;

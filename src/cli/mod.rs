@@ -4,6 +4,7 @@
 //! exit status 2; nothing panics on input.
 
 mod calc;
+mod linux;
 mod netifd;
 mod status;
 
@@ -34,6 +35,12 @@ enum Cmd {
     Rules(calc::RulesArgs),
     /// The OpenWrt netifd protocol handler (`proto mape`), also for dry runs by hand.
     Netifd(netifd::NetifdArgs),
+    /// Write systemd-networkd, nft and iptables files for a plain Linux router, for review.
+    Generate(linux::GenerateArgs),
+    /// Bring MAP-E up on a plain Linux router (iproute2 + nft); idempotent.
+    Up(linux::UpArgs),
+    /// Remove what `up` set up (tunnel, nft table, CE address); idempotent.
+    Down(linux::DownArgs),
     /// Show each MAP-E interface: mapping, tunnel, ports in use per set and host, SNAT failures.
     Status(status::StatusArgs),
 }
@@ -48,6 +55,9 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Cmd::Calc(a) => calc::calc(&a),
         Cmd::Rules(a) => calc::rules(&a),
         Cmd::Netifd(a) => netifd::run(&a),
+        Cmd::Generate(a) => linux::generate(&a),
+        Cmd::Up(a) => linux::up(&a),
+        Cmd::Down(a) => linux::down(&a),
         Cmd::Status(a) => status::run(&a),
     };
     match result {
@@ -85,7 +95,10 @@ fn clap_error(e: clap::Error) -> i32 {
             // the argument (e.g. a missing required one), so join the two.
             let text = e.render().to_string();
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-            let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first = lines
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             match lines.next() {
                 Some(next) if first.ends_with(':') => fail(&format!("{first} {}", next.trim())),
                 _ => fail(first),

@@ -1,0 +1,213 @@
+//! What `up`/`down`/detection need from the system, behind a trait so the logic is testable
+//! without root: [`RealHost`] runs the commands, [`DryRunHost`] reads the system but only
+//! prints what it would change.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// A command failed: the command line and the first line of its stderr (or why it could
+    /// not start).
+    #[error("`{cmd}` failed: {why}")]
+    Command { cmd: String, why: String },
+    #[error("state file {path}: {why}")]
+    State { path: String, why: String },
+}
+
+pub trait Host {
+    /// Runs a command that only reads (`ip -j …`, `nft list …`); a dry run runs it too.
+    fn query(&mut self, argv: &[&str]) -> Result<String, HostError>;
+    /// Runs a command that changes the system; `stdin` is fed to it (an `nft -f -` script).
+    fn change(&mut self, argv: &[&str], stdin: Option<&str>) -> Result<(), HostError>;
+    fn load_state(&mut self, name: &str) -> Option<Value>;
+    fn save_state(&mut self, name: &str, state: &Value) -> Result<(), HostError>;
+    fn clear_state(&mut self, name: &str);
+    /// A progress or warning line for the user (stderr).
+    fn log(&mut self, line: &str);
+}
+
+/// The command line as a shell would show it (for messages and the dry run).
+pub fn show(argv: &[&str]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+            {
+                a.to_string()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, HostError> {
+    let fail = |why: String| HostError::Command {
+        cmd: show(argv),
+        why,
+    };
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        Err(fail(format!("{} ({})", first, out.status)))
+    }
+}
+
+/// State files: `$MAPE_STATE_DIR/<name>.json`, default `/run/mape` (gone after a reboot, like
+/// the tunnel they describe).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("MAPE_STATE_DIR").map_or_else(|| PathBuf::from("/run/mape"), PathBuf::from)
+}
+
+/// The running system.
+pub struct RealHost {
+    pub state_dir: PathBuf,
+}
+
+impl RealHost {
+    pub fn new(state_dir: PathBuf) -> Self {
+        RealHost { state_dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        // `name` passed check_name: no `/` or `..` reaches the path.
+        self.state_dir.join(format!("{name}.json"))
+    }
+}
+
+impl Host for RealHost {
+    fn query(&mut self, argv: &[&str]) -> Result<String, HostError> {
+        run(argv, None)
+    }
+
+    fn change(&mut self, argv: &[&str], stdin: Option<&str>) -> Result<(), HostError> {
+        run(argv, stdin).map(|_| ())
+    }
+
+    fn load_state(&mut self, name: &str) -> Option<Value> {
+        serde_json::from_str(&std::fs::read_to_string(self.path(name)).ok()?).ok()
+    }
+
+    fn save_state(&mut self, name: &str, state: &Value) -> Result<(), HostError> {
+        let path = self.path(name);
+        let err = |e: std::io::Error| HostError::State {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        std::fs::create_dir_all(&self.state_dir).map_err(err)?;
+        // Write then rename: a reader (the dispatcher hook's `up --if-changed`) never sees half
+        // a file.
+        let tmp = self.state_dir.join(format!(".{name}.json.tmp"));
+        std::fs::write(&tmp, format!("{state}\n")).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    fn clear_state(&mut self, name: &str) {
+        let _ = std::fs::remove_file(self.path(name));
+    }
+
+    fn log(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// Reads the real system, prints each change as a shell command instead of making it.
+pub struct DryRunHost {
+    pub real: RealHost,
+    /// The commands, in order, as a script a user can read (and run).
+    pub script: Vec<String>,
+}
+
+impl DryRunHost {
+    pub fn new(real: RealHost) -> Self {
+        DryRunHost {
+            real,
+            script: Vec::new(),
+        }
+    }
+}
+
+impl Host for DryRunHost {
+    fn query(&mut self, argv: &[&str]) -> Result<String, HostError> {
+        self.real.query(argv)
+    }
+
+    fn change(&mut self, argv: &[&str], stdin: Option<&str>) -> Result<(), HostError> {
+        let mut line = show(argv);
+        if let Some(input) = stdin {
+            line.push_str(" <<'EOF'\n");
+            line.push_str(input);
+            if !input.ends_with('\n') {
+                line.push('\n');
+            }
+            line.push_str("EOF");
+        }
+        self.script.push(line);
+        Ok(())
+    }
+
+    fn load_state(&mut self, name: &str) -> Option<Value> {
+        self.real.load_state(name)
+    }
+
+    fn save_state(&mut self, name: &str, state: &Value) -> Result<(), HostError> {
+        let path = self.real.path(name);
+        self.script.push(format!(
+            "# then save the state to {}: {state}",
+            path.display()
+        ));
+        Ok(())
+    }
+
+    fn clear_state(&mut self, name: &str) {
+        let path = self.real.path(name);
+        self.script
+            .push(format!("# then remove the state file {}", path.display()));
+    }
+
+    fn log(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_commands_quoted_only_when_needed() {
+        assert_eq!(
+            show(&["ip", "-6", "addr", "add", "2001:db8::1/128", "dev", "wan0"]),
+            "ip -6 addr add 2001:db8::1/128 dev wan0"
+        );
+        assert_eq!(show(&["echo", "a b", "it's"]), "echo 'a b' 'it'\\''s'");
+    }
+}
