@@ -440,3 +440,48 @@ fn dhcpv6_script_dynamic_interface_through_the_map_compat_name() {
     let dump: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(dump["name"], "map");
 }
+
+#[test]
+fn dry_run_teardown_knows_what_the_dry_run_setup_added_with_state_dir() {
+    let dir = std::env::temp_dir().join(format!("mape-dry-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_mape");
+    let status = r#"{"up":true,"l3_device":"wan","ipv6-prefix":[{"address":"240b:10:3f6c:d400::","mask":56}]}"#;
+    let run = |action: &str| {
+        let out = std::process::Command::new(bin)
+            .args([
+                "netifd",
+                action,
+                "wanmap",
+                r#"{"tunlink":"wan6"}"#,
+                "--dry-run",
+                "--tunlink-status",
+                status,
+            ])
+            .arg("--state-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    run("setup");
+    assert!(dir.join("wanmap.json").exists());
+    let down = run("teardown");
+    let del: Vec<&Value> = down["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["method"] == "addr_del")
+        .collect();
+    assert_eq!(
+        del[0]["args"]["address"],
+        "240b:10:3f6c:d400:6a:483f:6c00:d400/128"
+    );
+    assert!(!dir.join("wanmap.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,6 +33,10 @@ pub struct NetifdArgs {
     /// With --dry-run: the link device's MTU.
     #[arg(long, value_name = "BYTES")]
     pub link_mtu: Option<u32>,
+    /// With --dry-run: keep the handler's state in DIR (`<iface>.json`), so a dry-run teardown
+    /// knows what a dry-run setup added. Never the live state directory of a router.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
     /// watch: the prefix in use (`none` while waiting for one).
     #[arg(long, value_name = "PREFIX")]
     pub current: Option<String>,
@@ -92,11 +96,37 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 };
                 let mut sys = DryRun::new(status);
                 sys.link_mtu = a.link_mtu;
+                let state_file = a
+                    .state_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{iface}.json")));
+                if let Some(f) = &state_file {
+                    crate::provision::netifd::check_name("interface", iface)
+                        .map_err(|e| e.to_string())?;
+                    if let Ok(text) = std::fs::read_to_string(f) {
+                        let v = serde_json::from_str(&text)
+                            .map_err(|e| format!("{}: {e}", f.display()))?;
+                        sys.state.insert(iface.to_string(), v);
+                    }
+                }
                 let code = if action == "setup" {
                     handler::setup(&mut sys, &exe, iface, &config)
                 } else {
                     handler::teardown(&mut sys, iface)
                 };
+                if let Some(f) = &state_file {
+                    let written = match sys.state.get(iface) {
+                        Some(v) => std::fs::write(f, v.to_string()),
+                        None => std::fs::remove_file(f).or_else(|e| {
+                            if e.kind() == std::io::ErrorKind::NotFound {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        }),
+                    };
+                    written.map_err(|e| format!("--state-dir {}: {e}", f.display()))?;
+                }
                 println!("{}", sys.report(iface, &ifname_for(iface)));
                 Ok(code)
             } else {
