@@ -30,5 +30,11 @@ cargo test --all-targets --locked
 echo "== fuzzing every parser for a bounded time (scripts/fuzz.sh; longer: scripts/fuzz.sh 600)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
+echo "== end-to-end MAP-E domain on a real kernel with ip6tnl (QEMU VM; tests/e2e/run.sh)"
+tests/e2e/run.sh
+
+echo "== plain Linux: mape up/down, iptables and networkd files through a real ip6tnl (VM)"
+tests/e2e/linux-run.sh
+
 echo "== LuCI protocol page in headless Chromium (tests/luci)"
 bash tests/luci/run.sh

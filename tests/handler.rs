@@ -485,3 +485,41 @@ fn dry_run_teardown_knows_what_the_dry_run_setup_added_with_state_dir() {
     assert!(!dir.join("wanmap.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn setup_over_a_live_setup_with_another_prefix_removes_the_old_address() {
+    let (_, mut sys) = setup(
+        json!({"tunlink": "wan6"}),
+        Some(status(&[("240b:10:3f6c:d400::", 56)], &[])),
+    );
+    sys.calls.clear();
+    sys.link_status = Some(status(&[("240b:10:1111:2200::", 56)], &[]));
+    assert_eq!(
+        handler::setup(
+            &mut sys,
+            EXE,
+            "wanmap",
+            &json!({"tunlink": "wan6"}).to_string()
+        ),
+        0
+    );
+    let del = kernel(&sys, "addr_del");
+    assert_eq!(del.len(), 1);
+    assert_eq!(del[0]["address"], "240b:10:3f6c:d400:6a:483f:6c00:d400/128");
+    assert_eq!(
+        kernel(&sys, "addr_add")[0]["address"],
+        "240b:10:1111:2200:6a:4811:1100:2200/128"
+    );
+    // Same prefix again: nothing to remove.
+    sys.calls.clear();
+    assert_eq!(
+        handler::setup(
+            &mut sys,
+            EXE,
+            "wanmap",
+            &json!({"tunlink": "wan6"}).to_string()
+        ),
+        0
+    );
+    assert!(kernel(&sys, "addr_del").is_empty());
+}

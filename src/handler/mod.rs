@@ -260,6 +260,13 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     let mtu = cfg.tunnel_mtu(sys.link_mtu(&dev));
     let ce = m.ce.addr();
 
+    // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
+    // manual `ifup`) must not leave the previous prefix's CE address behind.
+    if let Some((old_dev, old_ce)) = sys.load_state(iface).as_ref().and_then(state_address) {
+        if (old_dev.as_str(), old_ce) != (dev.as_str(), ce) {
+            let _ = sys.addr_del(&old_dev, old_ce);
+        }
+    }
     if let Err(e) = sys.addr_add(&dev, ce) {
         report(
             sys,
@@ -370,22 +377,21 @@ pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
     if let Err(e) = sys.nft_apply(&nft::delete_script(&table)) {
         sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
     }
-    if let Some(state) = sys.load_state(iface) {
-        let dev = state.get("dev").and_then(Value::as_str).map(str::to_string);
-        let ce = state
-            .get("ce")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Ipv6Addr>().ok());
-        if let (Some(dev), Some(ce)) = (dev, ce) {
-            if check_name("dev", &dev).is_ok() {
-                if let Err(e) = sys.addr_del(&dev, ce) {
-                    sys.log(&format!("mape: {iface}: removing {ce} from {dev}: {e}"));
-                }
-            }
+    if let Some((dev, ce)) = sys.load_state(iface).as_ref().and_then(state_address) {
+        if let Err(e) = sys.addr_del(&dev, ce) {
+            sys.log(&format!("mape: {iface}: removing {ce} from {dev}: {e}"));
         }
     }
     sys.clear_state(iface);
     OK
+}
+
+/// The device and CE address a saved state records (device names checked like any other).
+fn state_address(state: &Value) -> Option<(String, Ipv6Addr)> {
+    let dev = state.get("dev")?.as_str()?;
+    let ce = state.get("ce")?.as_str()?.parse().ok()?;
+    check_name("dev", dev).ok()?;
+    Some((dev.to_string(), ce))
 }
 
 /// `reapply`: load the saved nft table of every interface that is up again. The firewall's
