@@ -1,0 +1,129 @@
+"""Port utilisation client, run inside the LAN namespace.
+
+    hold.py <server addr> <port> <allowed ports> <time cap s> <CE netns> [<seed>]
+
+Opens TCP connections to ONE server address and port, one after the other, and keeps every one
+open, until a connect fails after the kernel's normal SYN retries (net.ipv4.tcp_syn_retries,
+left at its default) or the time cap is reached.
+
+With <seed>, other traffic goes through the CE between the held connections, as when a browser
+loads one site's many resources while talking to other hosts: before each connection to the
+server, 0-3 short TCP connections (connect, close) and 0-2 UDP datagrams (DNS-like) to other
+destinations (10.99.1.1-250, TCP ports 9000-9007, UDP port 53), the counts drawn from a random
+generator seeded with <seed>, so every rule set sees the same sequence. Those short connections
+give up after 0.5 s, before any SYN retransmission, so they never count as SYN drops.
+
+Prints one JSON object:
+
+  count            connections established before the first failure
+  failed           "ETIMEDOUT ..." (the first failed connect) or "time cap" or "limit"
+  synretrans_90    SYN retransmissions of this namespace (TcpExt TCPSynRetrans) when the
+                   count reached 90% of the allowed ports (null if it never did)
+  insert_failed_90 conntrack insert_failed (NAT clashes) in the CE namespace at that moment
+  seconds_90, seconds  time to 90%, total time
+"""
+import errno
+import json
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+
+def netstat(field):
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for head, vals in zip(lines[::2], lines[1::2]):
+        h, v = head.split(), vals.split()
+        if h[0] == "TcpExt:" and field in h:
+            return int(v[h.index(field)])
+    return 0
+
+
+def ct_stat(ns, fields=("insert_failed",)):
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/stat/nf_conntrack"],
+                         capture_output=True, text=True).stdout.splitlines()
+    head = out[0].split()
+    total = 0
+    for row in out[1:]:
+        v = row.split()
+        for fld in fields:
+            total += int(v[head.index(fld)], 16)
+    return total
+
+
+def main():
+    srv, port, allowed, cap, ce = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(
+        sys.argv[4]), sys.argv[5]
+    rng = random.Random(int(sys.argv[6])) if len(sys.argv) > 6 else None
+    other = {"tcp": 0, "tcp_failed": 0, "udp": 0}
+    k = 0
+
+    def other_traffic():
+        nonlocal k
+        for _ in range(rng.randint(0, 3)):
+            k += 1
+            dst = (f"10.99.1.{1 + k % 250}", 9000 + (k // 250) % 8)
+            o = socket.socket()
+            o.settimeout(0.5)
+            try:
+                o.connect(dst)
+                other["tcp"] += 1
+            except OSError:
+                other["tcp_failed"] += 1
+            o.close()
+        for _ in range(rng.randint(0, 2)):
+            k += 1
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"\0" * 32, (f"10.99.1.{1 + k % 250}", 53))
+            u.close()
+            other["udp"] += 1
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ninety = -(-allowed * 9 // 10)  # ceil(0.9 * allowed)
+    limit = 2 * allowed + 64  # a ruleset leaking ports outside the sets would run on forever
+    held = []
+    res = {"count": 0, "failed": "limit", "synretrans_90": None, "insert_failed_90": None,
+           "seconds_90": None}
+    syn0 = netstat("TCPSynRetrans")
+    ct0 = ct_stat(ce)
+    t0 = time.monotonic()
+    while len(held) < limit:
+        left = cap - (time.monotonic() - t0)
+        if left <= 0:
+            res["failed"] = "time cap"
+            break
+        if rng:
+            other_traffic()
+        s = socket.socket()
+        s.settimeout(left)
+        try:
+            s.connect((srv, port))
+        except OSError as e:
+            s.close()
+            if e.errno is None:  # Python's own timeout: our cap, not the kernel's
+                res["failed"] = "time cap"
+            else:
+                res["failed"] = f"{errno.errorcode.get(e.errno, e.errno)} after " \
+                    f"{len(held)} connections"
+            break
+        held.append(s)
+        if len(held) == ninety:
+            res["synretrans_90"] = netstat("TCPSynRetrans") - syn0
+            res["insert_failed_90"] = ct_stat(ce) - ct0
+            res["seconds_90"] = round(time.monotonic() - t0, 2)
+    res["count"] = len(held)
+    res["seconds"] = round(time.monotonic() - t0, 2)
+    res["synretrans"] = netstat("TCPSynRetrans") - syn0
+    res["insert_failed"] = ct_stat(ce) - ct0
+    if rng:
+        res["other"] = other
+    print(json.dumps(res), flush=True)
+    for s in held:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The SNAT rule sets compared with ours, written as their sources describe them.
+
+Every function returns a complete script for `nft -f`, loaded into the CE namespace after
+`flush ruleset`. `sets` is the mapping's port sets as [(lo, hi), ...] in ascending order, from
+`mape calc --json` (the same sets our ruleset uses), `v4` the shared IPv4 address, `dev` the
+tunnel device (`map-wanmap`).
+
+Every script ends with FW4_MASQ, the wan-zone masquerade that fw4 always has on a router (the
+tunnel is in zone wan); connections a MAP-E rule has already bound never reach it. "masq" is
+that alone: the throughput and connection-rate baseline.
+"""
+
+
+def fw4_masq(dev):
+    # fw4: chain srcnat (priority srcnat = 100) jumps to srcnat_wan, which masquerades.
+    return f"""table inet fw4 {{
+	chain srcnat {{
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "{dev}" jump srcnat_wan
+	}}
+	chain srcnat_wan {{
+		meta nfproto ipv4 masquerade comment "!fw4: Masquerade IPv4 wan traffic"
+	}}
+}}
+"""
+
+
+def masq(dev, v4, sets):
+    return "flush ruleset\n" + fw4_masq(dev)
+
+
+def ours(script):
+    """Our ruleset exactly as `mape netifd setup ... --dry-run` printed it."""
+    def build(dev, v4, sets):
+        return "flush ruleset\n" + script + fw4_masq(dev)
+    return build
+
+
+def fw4_stock(dev, v4, sets):
+    """Stock OpenWrt 22.03+ (map.sh + fw4): map.sh publishes one SNAT rule per port set and
+    protocol (icmp, tcp, udp) with connlimit_ports; fw4 ignores connlimit_ports, drops the icmp
+    rules (ports without tcp/udp) and emits the rest in order in chain srcnat, before the zone
+    jump, so the first set's rule matches every connection (openwrt/openwrt#11972, #25191)."""
+    rules = []
+    n = 0
+    for lo, hi in sets:
+        for proto in ("tcp", "udp"):
+            rules.append(
+                f'\t\tmeta nfproto ipv4 meta l4proto {proto} oifname "{dev}" counter '
+                f'snat ip to {v4}:{lo}-{hi} comment "!fw4: ubus:wanmap[map] nat {n}"')
+            n += 1
+    body = "\n".join(rules)
+    return f"""flush ruleset
+table inet fw4 {{
+	chain srcnat {{
+		type nat hook postrouting priority srcnat; policy accept;
+{body}
+		oifname "{dev}" jump srcnat_wan
+	}}
+	chain srcnat_wan {{
+		meta nfproto ipv4 masquerade comment "!fw4: Masquerade IPv4 wan traffic"
+	}}
+}}
+"""
+
+
+def perport(dev, v4, sets):
+    """Community map.sh.new (cmspam -> fakemanhk/openwrt-jp-ipoe -> site-u2023/map-e): one
+    `numgen inc mod <ports>` map over every single allowed port, per protocol, in its own
+    `table inet mape` at priority 0."""
+    ports = [p for lo, hi in sets for p in range(lo, hi + 1)]
+    items = ", ".join(f"{i} : {p}" for i, p in enumerate(ports))
+    rules = "\n".join(
+        f'\t\tip protocol {proto} oifname "{dev}" counter snat ip to {v4} : '
+        f'numgen inc mod {len(ports)} map {{ {items} }}' for proto in ("icmp", "tcp", "udp"))
+    return f"""flush ruleset
+table inet mape {{
+	chain srcnat {{
+		type nat hook postrouting priority 0; policy accept;
+{rules}
+	}}
+}}
+""" + fw4_masq(dev)
+
+
+def marks(dev, v4, sets):
+    """Per-set rules selected by a numgen mark (zenn.dev/wistnki; site-u2023/all-ports-set
+    no_mape_setup_rule.sh): `mark set numgen inc mod <sets> offset 0x11`, then one
+    `mark <m> snat to <v4>:<lo>-<hi> persistent` rule per set, in `table ip mape_nat` at
+    priority 100, the same as fw4's srcnat. Of two nat chains at one priority the one registered
+    LAST runs first (checked on this kernel), so it wins only when loaded after fw4, as on a router
+    where the script runs after the firewall started; we load it that way. (A later fw4 reload
+    re-registers fw4's chain, which then masquerades instead: a fragility of this variant.)"""
+    rules = [f'\t\toifname "{dev}" meta l4proto {{ tcp, udp, icmp }} mark set numgen inc mod '
+             f'{len(sets)} offset 0x11 counter']
+    for r, (lo, hi) in enumerate(sets, start=1):
+        rules.append(f'\t\toifname "{dev}" meta l4proto {{ tcp, udp, icmp }} counter mark '
+                     f'{r + 0x10:#x} snat to {v4}:{lo}-{hi} persistent')
+    body = "\n".join(rules)
+    return "flush ruleset\n" + fw4_masq(dev) + f"""table ip mape_nat {{
+	chain POSTROUTING {{
+		type nat hook postrouting priority 100; policy accept;
+{body}
+	}}
+}}
+"""
+
+
+LABELS = {
+    "ours": "mape-rs (ours)",
+    "fw4": "stock OpenWrt 22.03+ (map.sh + fw4)",
+    "perport": "community per-port `numgen` map",
+    "marks": "community per-set rules + `numgen` marks",
+    "masq": "plain masquerade",
+}
+
+
+def perdest(k):
+    """A PROPOSAL, not what mape-rs generates: our ruleset with one round-robin counter per
+    destination bucket instead of one per protocol. `jhash ip daddr mod <k>` sends every
+    connection to one destination to the same chain, whose own `numgen inc` then walks the port
+    sets in order for that destination, undisturbed by traffic to other hosts (which only shares
+    the counter when it hashes to the same bucket, 1/k of it). Anonymous maps, as nft 1.0.6 cannot
+    store port ranges in a named map."""
+    def build(dev, v4, sets):
+        items = ", ".join(f"{i} : {v4} . {lo}-{hi}" for i, (lo, hi) in enumerate(sets))
+        chains = []
+        for b in range(k):
+            rules = "\n".join(f"\t\tmeta l4proto {p} snat ip to numgen inc mod {len(sets)} map "
+                              f"{{ {items} }}" for p in ("tcp", "udp", "icmp"))
+            chains.append(f"\tchain rr{b} {{\n{rules}\n\t}}")
+        vmap = ", ".join(f"{b} : jump rr{b}" for b in range(k))
+        body = "\n".join(chains)
+        return f"""flush ruleset
+table ip mape_wanmap {{
+{body}
+	chain srcnat {{
+		type nat hook postrouting priority srcnat - 1; policy accept;
+		oifname "{dev}" meta l4proto {{ tcp, udp, icmp }} jhash ip daddr mod {k} seed 0x6d617065 vmap {{ {vmap} }}
+		oifname "{dev}" snat ip to {v4}
+	}}
+}}
+""" + fw4_masq(dev)
+    return build
+
+
+LABELS["perdest"] = "proposal: ours + a counter per destination bucket (`jhash ip daddr`)"
