@@ -17,6 +17,7 @@ pub mod provision;
 pub mod render;
 
 pub mod cli;
+pub mod command;
 pub mod handler;
 pub mod linux;
 pub mod status;

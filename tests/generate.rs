@@ -6,6 +6,8 @@
 //! `MAPE_UPDATE_GOLDEN=1 cargo test --test generate` and review the diff by hand: the networkd
 //! keys must stay what systemd.netdev(5)/systemd.network(5) document.
 
+mod common;
+use common::sh;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -279,20 +281,6 @@ fn bad_input_is_one_line_and_exit_2() {
 
 // --- against the real `ip`, in a network namespace (root) -----------------------------------
 
-fn root_ok() -> bool {
-    if std::env::var_os("MAPE_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("MAPE_SKIP_ROOT_TESTS set: skipping a root test");
-        return false;
-    }
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test needs root (network namespaces); run ./test.sh as root or set MAPE_SKIP_ROOT_TESTS=1"
-    );
-    true
-}
-
 struct Netns(String);
 
 impl Netns {
@@ -321,19 +309,9 @@ impl Drop for Netns {
     }
 }
 
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn detects_the_prefix_from_real_ip_output() {
-    if !root_ok() {
+    if !common::root_tests(&["ip"]) {
         return;
     }
     let ns = Netns::new("detect");

@@ -5,8 +5,8 @@
 //! missing capability is a failure with a message, not a skip; set MAPE_SKIP_ROOT_TESTS=1 to
 //! opt out explicitly when running `cargo test` as an ordinary user.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use mape::engine::{CustomerPrefix, Mapping};
@@ -14,89 +14,8 @@ use mape::provision::builtin::IspChoice;
 use mape::provision::{resolve, RuleSource};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mape");
-
-fn skip() -> bool {
-    if std::env::var_os("MAPE_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("MAPE_SKIP_ROOT_TESTS set: skipping a root test");
-        return true;
-    }
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "these tests need root (network namespaces, nft); run ./test.sh as root or set MAPE_SKIP_ROOT_TESTS=1"
-    );
-    for tool in ["ip", "nft", "tcpdump", "python3", "ping"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .unwrap();
-        assert!(
-            found.status.success(),
-            "{tool} is missing: run ./test.sh, which installs it"
-        );
-    }
-    false
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn sh(script: &str) -> String {
-    String::from_utf8_lossy(&run(&["sh", "-c", script]).stdout).into_owned()
-}
-
-/// A namespace deleted on drop (even when the test fails).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("mape-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(&["ip", "netns", "add", &name]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-
-    fn exec(&self, script: &str) -> String {
-        sh(&format!(
-            "ip netns exec {} sh -c '{}'",
-            self.0,
-            script.replace('\'', "'\\''")
-        ))
-    }
-
-    fn try_exec(&self, script: &str) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "sh", "-c", script])
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mape-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{root_tests, run, sh, tempdir, Netns, BIN};
 
 fn dry_run(iface: &str, config: &str, status: &str) -> Value {
     let out = run(&[
@@ -124,7 +43,7 @@ fn v6plus_mapping() -> Mapping {
 
 #[test]
 fn nft_script_loads_lists_back_and_replaces_atomically() {
-    if skip() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
         return;
     }
     let ns = Netns::new("nft");
@@ -200,7 +119,7 @@ esac
 
 #[test]
 fn real_handler_adds_address_and_table_and_teardown_removes_them() {
-    if skip() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
         return;
     }
     let ns = Netns::new("handler");
@@ -285,7 +204,7 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
 
 #[test]
 fn bad_config_leaves_the_system_as_it_was() {
-    if skip() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
         return;
     }
     let ns = Netns::new("badcfg");
@@ -313,7 +232,7 @@ fn bad_config_leaves_the_system_as_it_was() {
 /// port sets (stock OpenWrt uses only the first).
 #[test]
 fn snat_uses_every_port_set_and_only_ours() {
-    if skip() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
         return;
     }
     let lan = Netns::new("lan");

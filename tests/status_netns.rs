@@ -11,116 +11,13 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::ChildStdout;
 use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mape");
-
-fn skip() -> bool {
-    if std::env::var_os("MAPE_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("MAPE_SKIP_ROOT_TESTS set: skipping a root test");
-        return true;
-    }
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "these tests need root (network namespaces, nft); run ./test.sh as root or set MAPE_SKIP_ROOT_TESTS=1"
-    );
-    for tool in ["ip", "nft", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .unwrap();
-        assert!(
-            found.status.success(),
-            "{tool} is missing: run ./test.sh, which installs it"
-        );
-    }
-    false
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn sh(script: &str) -> String {
-    String::from_utf8_lossy(&run(&["sh", "-c", script]).stdout).into_owned()
-}
-
-/// A namespace deleted on drop (even when the test fails).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("mapest-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(&["ip", "netns", "add", &name]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-
-    fn exec(&self, script: &str) -> String {
-        sh(&format!(
-            "ip netns exec {} sh -c '{}'",
-            self.0,
-            script.replace('\'', "'\\''")
-        ))
-    }
-
-    fn try_exec(&self, script: &str) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "sh", "-c", script])
-            .output()
-            .unwrap()
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-/// A background process killed on drop.
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mapest-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{root_tests, run, sh, tempdir, Bg, Netns, BIN};
 
 /// `ubus` stand-in: `status` of the link and `dump` from files, every other call logged.
 const FAKE_UBUS: &str = r#"#!/bin/sh
@@ -381,7 +278,7 @@ fn distinct_ports(seen: &[&(String, u16, u16)]) -> u64 {
 
 #[test]
 fn status_counts_real_flows_per_set_protocol_and_host() {
-    if skip() {
+    if !root_tests(&["ip", "nft", "python3"]) {
         return;
     }
     let v4 = "106.72.63.108";
@@ -539,7 +436,7 @@ fn status_counts_real_flows_per_set_protocol_and_host() {
 
 #[test]
 fn status_warns_past_80_percent_and_sees_snat_fail() {
-    if skip() {
+    if !root_tests(&["ip", "nft", "python3"]) {
         return;
     }
     // An explicit rule with PSID offset 2 and length 10: 3 sets of 16 ports, 48 in all.

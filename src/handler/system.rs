@@ -2,10 +2,8 @@
 //! address, a state file per interface) and the dry run that records what would be done.
 
 use std::fmt;
-use std::io::Write as _;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -50,37 +48,9 @@ impl Default for RealSystem {
     }
 }
 
-/// Runs a command (no shell involved) and returns its stdout, or an error with its stderr.
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SysError> {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SysError(format!("{cmd}: {e}")))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| SysError(format!("{cmd}: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| SysError(format!("{cmd}: {e}")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        Err(SysError(format!("{cmd} failed ({}): {first}", out.status)))
-    }
+    let argv: Vec<&str> = std::iter::once(cmd).chain(args.iter().copied()).collect();
+    crate::command::run(&argv, stdin).map_err(|why| SysError(format!("{cmd} failed: {why}")))
 }
 
 impl System for RealSystem {

@@ -2,9 +2,7 @@
 //! without root: [`RealHost`] runs the commands, [`DryRunHost`] reads the system but only
 //! prints what it would change.
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -48,37 +46,10 @@ pub fn show(argv: &[&str]) -> String {
 }
 
 fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, HostError> {
-    let fail = |why: String| HostError::Command {
+    crate::command::run(argv, stdin).map_err(|why| HostError::Command {
         cmd: show(argv),
         why,
-    };
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        Err(fail(format!("{} ({})", first, out.status)))
-    }
+    })
 }
 
 /// State files: `$MAPE_STATE_DIR/<name>.json`, default `/run/mape` (gone after a reboot, like

@@ -131,18 +131,7 @@ fn to_source(v4: Ipv4Addr, r: &PortSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{IidFormat, Rule};
-
-    fn v6plus() -> Mapping {
-        let mut r = Rule::new(
-            "240b:10::/31".parse().unwrap(),
-            "106.72.0.0/15".parse().unwrap(),
-            25,
-            IidFormat::Draft03,
-        );
-        r.psid_offset = 4;
-        Mapping::compute(&r, "240b:10:3f6c:d400::/56".parse().unwrap()).unwrap()
-    }
+    use crate::render::fixtures::v6plus;
 
     /// Simulates the cascade as the kernel runs it (one counter per rule) and checks that flows
     /// are spread evenly, in order, over all sets.

@@ -1,0 +1,122 @@
+//! Helpers shared by the integration tests that need root: network namespaces, commands,
+//! scratch directories. Each test binary uses a different subset.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+/// The `mape` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mape");
+
+/// Whether a root test may run: true as root with `tools` installed; false only when the user
+/// opted out with MAPE_SKIP_ROOT_TESTS=1. Anything else missing is a failure, not a skip, so
+/// CI can never pass by skipping.
+pub fn root_tests(tools: &[&str]) -> bool {
+    if std::env::var_os("MAPE_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("MAPE_SKIP_ROOT_TESTS set: skipping a root test");
+        return false;
+    }
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test needs root (network namespaces, nft); run ./test.sh as root or set MAPE_SKIP_ROOT_TESTS=1"
+    );
+    for tool in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "{tool} is missing: run ./test.sh, which installs it"
+        );
+    }
+    true
+}
+
+/// Runs a command that must succeed.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a shell script that must succeed; its stdout.
+pub fn sh(script: &str) -> String {
+    String::from_utf8_lossy(&run(&["sh", "-c", script]).stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop (even when the test fails).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("mape-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+
+    /// Runs a shell script inside that must succeed; its stdout.
+    pub fn exec(&self, script: &str) -> String {
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.0,
+            script.replace('\'', "'\\''")
+        ))
+    }
+
+    /// Runs a shell script inside; whatever happens.
+    pub fn try_exec(&self, script: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    /// Starts a process inside with piped stdio.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A background process, killed on drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh scratch directory for one test.
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mape-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
