@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Release build: static musl binaries and an .ipk for each OpenWrt architecture, on this machine,
+# without Docker. Installs what it needs when it is missing: rust-src and llvm-tools (rustup),
+# zig and cargo-zigbuild (PyPI, into a venv outside the repo), zopfli (apt, optional).
+#
+# Usage: scripts/dist.sh [<openwrt-arch>...]     (default: all six; see ARCHES below)
+# Output (dist/ is gitignored):
+#   dist/bin/<openwrt-arch>/mape            stripped static binary
+#   dist/mape-rs_<version>-r<release>_<openwrt-arch>.ipk
+#   dist/SIZES.md                           size table (also printed), dist/SHA256SUMS
+# Then: scripts/check-dist.sh               (qemu, ELF and package checks)
+#
+# Env: XBUILD_VENV (default ~/.cache/xbuild-venv), MAPE_DIST_TARGET_DIR (default target/dist,
+#      a cargo target dir of its own so the long build does not hold the lock on target/),
+#      MAPE_DIST_PANIC (immediate-abort, the default, or abort: see "Size" below),
+#      MAPE_RELEASE, MAPE_MAINTAINER, SOURCE_DATE_EPOCH (see scripts/ipk.sh).
+#
+# How (details and pitfalls: the project's cross-build notes): cargo-zigbuild links with zig's
+# musl for every target; std is rebuilt from rust-src (-Z build-std, allowed on stable by
+# RUSTC_BOOTSTRAP=1, which must then be set for every target) with no std features (no
+# backtrace symboliser); +crt-static (the mips targets default to dynamic linking and the
+# result segfaults) and link-self-contained=no (otherwise rustc passes bare crt1.o).
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ZIG_VERSION=0.15.2
+ZIGBUILD_VERSION=0.24.1
+VENV=${XBUILD_VENV:-$HOME/.cache/xbuild-venv}
+export CARGO_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$ROOT/target/dist}
+DIST=$ROOT/dist
+
+# OpenWrt architecture -> Rust target. One armv7 hard-float binary (VFPv3-D16, no NEON) serves
+# both ARM entries. mips/mipsel are soft-float (24Kc has no FPU).
+ARCHES=(
+	"mipsel_24kc mipsel-unknown-linux-musl"
+	"mips_24kc mips-unknown-linux-musl"
+	"aarch64_cortex-a53 aarch64-unknown-linux-musl"
+	"arm_cortex-a7_neon-vfpv4 armv7-unknown-linux-musleabihf"
+	"arm_cortex-a9_vfpv3-d16 armv7-unknown-linux-musleabihf"
+	"x86_64 x86_64-unknown-linux-musl"
+)
+# Size goal for the mipsel .ipk (bytes), printed with the size table.
+GOAL=${MAPE_IPK_GOAL:-204800}
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'dist.sh: %s\n' "$*" >&2; exit 1; }
+
+target_of() { # <openwrt-arch> -> rust target
+	local a ow rt
+	for a in "${ARCHES[@]}"; do
+		read -r ow rt <<<"$a"
+		[ "$ow" = "$1" ] && { echo "$rt"; return 0; }
+	done
+	return 1
+}
+
+# --- what to build -------------------------------------------------------------------------
+selected=()
+all=0
+if [ $# -eq 0 ]; then
+	all=1
+	for a in "${ARCHES[@]}"; do selected+=("${a%% *}"); done
+else
+	for want in "$@"; do
+		target_of "$want" >/dev/null || die "unknown OpenWrt arch '$want' (known: $(for a in "${ARCHES[@]}"; do printf '%s ' "${a%% *}"; done))"
+		selected+=("$want")
+	done
+fi
+
+# --- setup ---------------------------------------------------------------------------------
+t_setup=$SECONDS
+for tool in cargo rustc rustup python3 tar gzip git install; do
+	command -v "$tool" >/dev/null || die "$tool not found"
+done
+sysroot=$(rustc --print sysroot)
+if [ ! -d "$sysroot/lib/rustlib/src/rust/library" ]; then
+	log "installing rust-src"
+	rustup component add rust-src
+fi
+venv_ok() {
+	[ -x "$VENV/bin/cargo-zigbuild" ] &&
+		[ "$("$VENV/bin/cargo-zigbuild" --version 2>/dev/null)" = "cargo-zigbuild $ZIGBUILD_VERSION" ] &&
+		[ "$("$VENV/bin/python3" -m ziglang version 2>/dev/null)" = "$ZIG_VERSION" ]
+}
+if ! venv_ok; then
+	log "installing ziglang $ZIG_VERSION and cargo-zigbuild $ZIGBUILD_VERSION into $VENV"
+	[ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+	"$VENV/bin/pip" install --quiet --disable-pip-version-check \
+		"ziglang==$ZIG_VERSION" "cargo-zigbuild==$ZIGBUILD_VERSION"
+	venv_ok || die "zig/cargo-zigbuild setup in $VENV failed"
+fi
+# llvm-objcopy (rustup's llvm-tools) drops .pdr from the MIPS binaries: LLVM writes a MIPS
+# procedure-descriptor table there that nothing on the router reads (~95 KiB, ~10 KiB gzip'd).
+llvm_bin="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
+if [ ! -x "$llvm_bin/llvm-objcopy" ]; then
+	log "installing llvm-tools (llvm-objcopy)"
+	rustup component add llvm-tools || log "no llvm-tools: .pdr stays in the MIPS binaries"
+fi
+# zopfli writes smaller, standard gzip streams (~3% smaller .ipk); scripts/ipk.sh falls back to
+# gzip -9n without it.
+if ! command -v zopfli >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+	log "installing zopfli"
+	{ apt-get install -y -qq --no-install-recommends zopfli || { apt-get update -qq && apt-get install -y -qq --no-install-recommends zopfli; }; } >&2 ||
+		log "no zopfli: packages are compressed with gzip -9n"
+fi
+# cargo-zigbuild's wrappers call <venv>/bin/python3 -m ziglang: the whole bin/ goes on PATH.
+export PATH="$VENV/bin:$PATH"
+export RUSTC_BOOTSTRAP=1
+t_setup=$((SECONDS - t_setup))
+
+# Size (measured on mipsel; details in the report of issue 5):
+#   -C panic=immediate-abort   no panic machinery at all: a panic (there should be none: every
+#                              error is a message and exit status 2) kills the process with
+#                              SIGTRAP/SIGILL and prints nothing. -15% (gzip'd). Set
+#                              MAPE_DIST_PANIC=abort for panic messages (file:line dropped).
+#   -C force-unwind-tables=no  no .eh_frame: nothing unwinds. -5%.
+# The path remaps keep absolute build paths out of the binaries (same bytes whatever the
+# checkout, home or target directory).
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+flags=(-C target-feature=+crt-static -C link-self-contained=no)
+case ${MAPE_DIST_PANIC:-immediate-abort} in
+immediate-abort) flags+=(-Z unstable-options -C panic=immediate-abort -C force-unwind-tables=no) ;;
+abort) flags+=(-Z location-detail=none) ;;
+*) die "MAPE_DIST_PANIC must be immediate-abort or abort" ;;
+esac
+flags+=(
+	"--remap-path-prefix=$ROOT=/mape-rs" "--remap-path-prefix=$cargo_home=/cargo"
+	"--remap-path-prefix=$sysroot=/rust" "--remap-path-prefix=$CARGO_TARGET_DIR=/target"
+)
+CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; echo "${flags[*]}")
+export CARGO_ENCODED_RUSTFLAGS
+unset CARGO_BUILD_TARGET RUSTFLAGS
+
+# --- build ---------------------------------------------------------------------------------
+declare -A built_secs=()
+triples=()
+for want in "${selected[@]}"; do
+	t=$(target_of "$want")
+	case " ${triples[*]-} " in *" $t "*) ;; *) triples+=("$t") ;; esac
+done
+for t in "${triples[@]}"; do
+	log "building $t"
+	s=$SECONDS
+	cargo zigbuild --release --locked --bin mape --target "$t" \
+		-Z build-std=std,panic_abort -Z build-std-features=
+	built_secs[$t]=$((SECONDS - s))
+done
+
+# --- package -------------------------------------------------------------------------------
+if [ "$all" = 1 ]; then
+	rm -rf "$DIST/bin" "$DIST"/mape-rs_*.ipk "$DIST/SIZES.md" "$DIST/SHA256SUMS"
+fi
+mkdir -p "$DIST"
+for want in "${selected[@]}"; do
+	t=$(target_of "$want")
+	rm -f "$DIST"/mape-rs_*_"$want".ipk
+	install -D -m 0755 "$CARGO_TARGET_DIR/$t/release/mape" "$DIST/bin/$want/mape"
+	if [ -x "$llvm_bin/llvm-objcopy" ]; then
+		"$llvm_bin/llvm-objcopy" --remove-section=.pdr --remove-section=.comment "$DIST/bin/$want/mape"
+	fi
+	scripts/ipk.sh "$DIST/bin/$want/mape" "$want" "$DIST" >/dev/null
+done
+
+# --- report --------------------------------------------------------------------------------
+kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
+{
+	echo "| OpenWrt arch | Rust target | binary (bytes) | binary (KiB) | .ipk (bytes) | .ipk (KiB) | build (s) |"
+	echo "|---|---|---:|---:|---:|---:|---:|"
+	for a in "${ARCHES[@]}"; do
+		read -r ow rt <<<"$a"
+		[ -f "$DIST/bin/$ow/mape" ] || continue
+		ipk=$(ls "$DIST"/mape-rs_*_"$ow".ipk)
+		b=$(stat -c %s "$DIST/bin/$ow/mape")
+		p=$(stat -c %s "$ipk")
+		echo "| $ow | $rt | $b | $(kib "$b") | $p | $(kib "$p") | ${built_secs[$rt]:--} |"
+	done
+	echo
+	m=$(ls "$DIST"/mape-rs_*_mipsel_24kc.ipk 2>/dev/null || true)
+	if [ -n "$m" ]; then
+		p=$(stat -c %s "$m")
+		if [ "$p" -le "$GOAL" ]; then v="within"; else v="OVER"; fi
+		echo "mipsel_24kc .ipk: $p bytes, $v the goal of $GOAL bytes ($(kib "$GOAL") KiB)."
+	fi
+	echo
+	echo "rustc $(rustc -V | cut -d' ' -f2), zig $ZIG_VERSION, cargo-zigbuild $ZIGBUILD_VERSION;" \
+		"setup ${t_setup}s, total $((SECONDS))s."
+} >"$DIST/SIZES.md"
+(cd "$DIST" && sha256sum bin/*/mape mape-rs_*.ipk >SHA256SUMS)
+cat "$DIST/SIZES.md"
