@@ -28,4 +28,10 @@ fi
 
 cargo build --quiet --bin mape || { echo "FAIL - cargo build"; echo "0 passed, 1 failed"; exit 1; }
 tests/vm/mkinitramfs.sh >/dev/null || { echo "FAIL - tests/vm/mkinitramfs.sh"; echo "0 passed, 1 failed"; exit 1; }
-exec tests/vm/vmrun.sh -q -t "$TMO" -e MAPE_BIN="$ROOT/target/debug/mape" tests/e2e/linux-up.sh
+BIN=$ROOT/target/debug/mape
+. tests/vm/paths.sh
+if vm_hidden "$BIN"; then # the guest cannot see a checkout under /tmp: stage the binary
+	STAGE=${MAPE_VM_STAGE:-${HOME:-/root}/.cache/mape-rs/stage}
+	mkdir -p "$STAGE" && BIN=$STAGE/mape-linux-e2e && cp "$ROOT/target/debug/mape" "$BIN"
+fi
+exec tests/vm/vmrun.sh -q -t "$TMO" -e MAPE_BIN="$BIN" tests/e2e/linux-up.sh

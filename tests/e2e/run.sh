@@ -5,7 +5,7 @@
 #
 # As root on a Debian 12 machine: installs what is missing (qemu-system-x86, nftables,
 # iproute2, tcpdump, iputils-ping, kmod, python3), prepares the test VM (Debian's stock
-# 6.1 kernel: real ip6tnl + nftables NAT; cached in tests/vm/cache), builds `mape` with
+# 6.1 kernel: real ip6tnl + nftables NAT; cached in tests/vm/cache, or in ~/.cache/mape-rs/vm for a checkout under /tmp), builds `mape` with
 # cargo (or takes $MAPE_BIN), boots the VM and runs tests/e2e/bed.py inside it.
 # Prints every check as "ok <name>" or "FAIL <name>: <reason>", then "N passed, M failed";
 # exits non-zero on any failure, including a missing capability (nothing is skipped).

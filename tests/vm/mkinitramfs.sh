@@ -14,7 +14,7 @@
 # Needs: apt-get, dpkg-deb, depmod/modprobe (kmod), python3, gzip.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")" && pwd)
-CACHE=${MAPE_VM_CACHE:-$SRC/cache}
+CACHE=${MAPE_VM_CACHE:-$(. "$SRC/paths.sh"; vm_cache_default "$SRC")}
 while getopts c:h o; do
 	case $o in
 	c) CACHE=$OPTARG ;;

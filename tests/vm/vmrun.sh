@@ -17,7 +17,7 @@
 # (override with MAPE_VM_ACCEL=kvm|tcg). Machine type pc (microvm hangs under TCG).
 set -uo pipefail
 SRC=$(cd "$(dirname "$0")" && pwd)
-CACHE=${MAPE_VM_CACHE:-$SRC/cache} KVER= TMO=600 MEM=1024 SMP=1 LOG= OUTD= QUIET= ENVS=()
+CACHE=${MAPE_VM_CACHE:-$(. "$SRC/paths.sh"; vm_cache_default "$SRC")} KVER= TMO=600 MEM=1024 SMP=1 LOG= OUTD= QUIET= ENVS=()
 usage() { sed -n '2,/^set -u/{/^#/s/^# \{0,1\}//p}' "$0"; exit 2; }
 while getopts c:k:t:m:s:l:o:e:qh o; do
 	case $o in
@@ -40,10 +40,14 @@ fi
 
 SCRIPT=$(realpath -e "$1") || exit 125
 shift
-case $SCRIPT in /tmp/* | /run/* | /var/*)
-	echo "vmrun: $SCRIPT is under /tmp, /run or /var, which the guest replaces by empty tmpfs" >&2
-	exit 2 ;;
-esac
+. "$SRC/paths.sh"
+if vm_hidden "$SCRIPT"; then
+	# The guest cannot see it (its /tmp, /run and /var are empty tmpfs): run a staged copy of
+	# the script's folder instead, from there.
+	STAGED=$(vm_stage_dir "$(dirname "$SCRIPT")") || { echo "vmrun: cannot stage $SCRIPT" >&2; exit 125; }
+	SCRIPT=$STAGED/$(basename "$SCRIPT")
+	vm_hidden "$PWD" && cd "$STAGED"
+fi
 
 if [ -n "$OUTD" ]; then
 	mkdir -p "$OUTD" && X=$(realpath "$OUTD") && rm -f "$X/rc" || exit 125
