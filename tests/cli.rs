@@ -300,3 +300,31 @@ fn rules_json_counts() {
     let nuro: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(nuro.as_array().unwrap().len(), 18);
 }
+
+/// `mape rules | head -1`: a closed stdout ends the command quietly (SIGPIPE, as for other
+/// command-line tools), never with a panic message or a trap.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mape"))
+        .args(["rules"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("ISP"), "{first}");
+    // The reader (and with it our end of the pipe) is dropped here, with hundreds of lines unread.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "expected exit 0 or SIGPIPE, got {:?}",
+        out.status
+    );
+}

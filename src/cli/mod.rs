@@ -51,6 +51,12 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
+    if matches!(
+        cli.cmd,
+        Cmd::Calc(_) | Cmd::Rules(_) | Cmd::Generate(_) | Cmd::Status(_)
+    ) {
+        quiet_on_closed_stdout();
+    }
     let result = match cli.cmd {
         Cmd::Calc(a) => calc::calc(&a),
         Cmd::Rules(a) => calc::rules(&a),
@@ -64,6 +70,17 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Ok(code) => code,
         Err(msg) => fail(&msg),
     }
+}
+
+/// Rust ignores SIGPIPE, so with stdout closed early (`mape rules | head`) every print fails and
+/// panics, which the size-optimised release builds (panic=immediate-abort) turn into SIGTRAP.
+/// Commands that only print end quietly on SIGPIPE instead, like other command-line tools. Not
+/// for commands that feed a child's stdin (`nft -f -`): they must see the error and roll back.
+fn quiet_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installs the default disposition, no handler code runs; done before any thread
+    // or child process exists.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// Prints one error line and returns the usage exit status.
