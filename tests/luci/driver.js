@@ -360,6 +360,16 @@ async function runTests(page) {
 	eq('status without port sharing: prefix IPv4, all ports, explicit rule', [ st.fields.isp, st.fields.ipv4, st.fields.psid, st.fields.ports, st.fields.iid ],
 		[ 'explicit rule', '192.0.2.0/24', undefined, 'all ports (no sharing)', 'RFC 7597' ]);
 
+	/* data.mape_status, as the watch task pushes it (schema in the README). */
+	const usage = { version: 1, interface: 'wanmap', level: 'warning', port_count: 240,
+		ports: { in_use: 200, usage_percent: 83, connections: 215, hosts: 3 },
+		warnings: [ { code: 'PORTS_HIGH', message: '200 of 240 ports in use (83%): new flows will start to fail' } ] };
+	st = await page.evaluate(([m, u]) => window.harness.statusFor(m, u), [ sample, usage ]);
+	eq('status: ports in use from data.mape_status', st.fields.usage, '200 of 240 (83%), 215 flows from 3 hosts');
+	eq('status: port-usage warnings with their code', st.fields['usage-warning'], 'PORTS_HIGH: 200 of 240 ports in use (83%): new flows will start to fail');
+	st = await page.evaluate((m) => window.harness.statusFor(m), sample);
+	check('status without data.mape_status has no usage row', st.fields.usage === undefined, st.fields);
+
 	st = await page.evaluate(() => window.harness.statusFor(null));
 	check('status of an interface that is down says so', /not up/.test(st.text), st.text);
 

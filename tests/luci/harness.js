@@ -162,9 +162,9 @@ H.errorTexts = function(codes) {
 };
 
 /* The status table mape.js renders for a data.mape object: field -> text. */
-H.statusFor = function(mape) {
+H.statusFor = function(mape, usage) {
 	var p = network.getProtocol('mape', 'wanmap'),
-	    node = p.renderMapeStatus(mape),
+	    node = p.renderMapeStatus(mape, usage),
 	    rv = { html: node.outerHTML, text: node.textContent, fields: {} };
 
 	Array.prototype.forEach.call(node.querySelectorAll('[data-mape-field]'), function(td) {

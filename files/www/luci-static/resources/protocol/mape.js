@@ -303,8 +303,10 @@ function compactPorts(mape) {
 }
 
 /* Renders the `data.mape` object of the interface's ubus status as a
- * two-column table; every value row carries data-mape-field=<key>. */
-function renderMapeStatus(mape) {
+ * two-column table; every value row carries data-mape-field=<key>. `usage` is
+ * `data.mape_status` (the watch task's port usage, refreshed at most every few
+ * minutes; see the README's `mape status` schema), shown when present. */
+function renderMapeStatus(mape, usage) {
 	if (mape == null || typeof(mape) != 'object')
 		return E('em', {}, [ _('No MAP-E status yet: the interface is not up.') ]);
 
@@ -346,6 +348,19 @@ function renderMapeStatus(mape) {
 	if (Array.isArray(mape.warnings))
 		for (var i = 0; i < mape.warnings.length; i++)
 			row('warning', _('Warning'), mape.warnings[i]);
+
+	var ports = (usage && typeof(usage) == 'object' && usage.ports && typeof(usage.ports) == 'object') ? usage.ports : null;
+	if (ports && typeof(ports.in_use) == 'number') {
+		var total = (typeof(usage.port_count) == 'number') ? usage.port_count : mape.port_count;
+		row('usage', _('Ports in use'),
+			_('%d of %d (%d%%), %d flows from %d hosts').format(ports.in_use, total,
+				(typeof(ports.usage_percent) == 'number') ? ports.usage_percent : 0,
+				ports.connections || 0, ports.hosts || 0));
+	}
+	if (usage && Array.isArray(usage.warnings))
+		for (var j = 0; j < usage.warnings.length; j++)
+			if (usage.warnings[j] && usage.warnings[j].code)
+				row('usage-warning', _('Warning'), '%s: %s'.format(usage.warnings[j].code, usage.warnings[j].message || ''));
 
 	return E('table', { 'class': 'table mape-status' }, rows);
 }
@@ -417,6 +432,21 @@ return network.registerProtocol('mape', {
 			? data.mape : null;
 	},
 
+	/* The watch task's port usage (`data.mape_status`), or null. */
+	getMapeUsage: function() {
+		var data = null;
+
+		try {
+			data = this._ubus('data');
+		}
+		catch (e) {
+			/* network state not loaded */
+		}
+
+		return (data != null && typeof(data) == 'object' && data.mape_status != null && typeof(data.mape_status) == 'object')
+			? data.mape_status : null;
+	},
+
 	renderMapeStatus: renderMapeStatus,
 
 	renderFormOptions: function(s) {
@@ -425,7 +455,7 @@ return network.registerProtocol('mape', {
 		o = s.taboption('general', form.DummyValue, '_mape_status', _('MAP-E status'));
 		o.modalonly = true;
 		o.cfgvalue = function(section_id) {
-			return renderMapeStatus(proto.getMapeStatus());
+			return renderMapeStatus(proto.getMapeStatus(), proto.getMapeUsage());
 		};
 		o.write = o.remove = function() {};
 
