@@ -417,8 +417,8 @@ return network.registerProtocol('mape', {
 		return Promise.resolve(null);
 	},
 
-	/* The `data.mape` object of this interface's ubus status, or null. */
-	getMapeStatus: function() {
+	/* An object under `data` of this interface's ubus status, or null. */
+	getUbusDataObject: function(key) {
 		var data = null;
 
 		try {
@@ -428,23 +428,18 @@ return network.registerProtocol('mape', {
 			/* network state not loaded */
 		}
 
-		return (data != null && typeof(data) == 'object' && data.mape != null && typeof(data.mape) == 'object')
-			? data.mape : null;
+		return (data != null && typeof(data) == 'object' && data[key] != null && typeof(data[key]) == 'object')
+			? data[key] : null;
 	},
 
-	/* The watch task's port usage (`data.mape_status`), or null. */
+	/* `data.mape`: the mapping the handler reported. */
+	getMapeStatus: function() {
+		return this.getUbusDataObject('mape');
+	},
+
+	/* `data.mape_status`: the watch task's port usage. */
 	getMapeUsage: function() {
-		var data = null;
-
-		try {
-			data = this._ubus('data');
-		}
-		catch (e) {
-			/* network state not loaded */
-		}
-
-		return (data != null && typeof(data) == 'object' && data.mape_status != null && typeof(data.mape_status) == 'object')
-			? data.mape_status : null;
+		return this.getUbusDataObject('mape_status');
 	},
 
 	renderMapeStatus: renderMapeStatus,
