@@ -7,7 +7,7 @@ mod prefix;
 mod rule;
 
 pub use mapping::{CeAddress, MapError, Mapping};
-pub use ports::{PortParams, PortSet};
+pub use ports::{psid_from_left_aligned, PortParams, PortSet};
 pub use prefix::{CustomerPrefix, PrefixError};
 pub use rule::{IidFormat, Rule, RuleError};
 

@@ -161,6 +161,18 @@ impl PortParams {
     }
 }
 
+/// The plain number of a PSID written left-aligned in 16 bits, as RFC 7598 PORTPARAMS carries
+/// it and OpenWrt's `psid` option (and mapcalc's `psid=`) read it: PSID 212 with length 8 is
+/// 54272. `None` when a bit below the PSID is set or the length is not 1 to 16.
+pub fn psid_from_left_aligned(left: u16, psid_len: u8) -> Option<u16> {
+    if psid_len == 0 || psid_len > 16 {
+        return None;
+    }
+    let shift = 16 - u32::from(psid_len);
+    let right = u32::from(left) >> shift;
+    (right << shift == u32::from(left)).then_some(right as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +223,16 @@ mod tests {
         assert!(PortParams::new(6, 11, 0).is_none());
         assert!(PortParams::new(6, 8, 256).is_none());
         assert!(PortParams::new(0, 16, u16::MAX).is_some());
+    }
+
+    #[test]
+    fn left_aligned_psid() {
+        assert_eq!(psid_from_left_aligned(54272, 8), Some(212));
+        assert_eq!(psid_from_left_aligned(0x3400, 8), Some(0x34));
+        assert_eq!(psid_from_left_aligned(0xffff, 16), Some(0xffff));
+        assert_eq!(psid_from_left_aligned(212, 8), None);
+        assert_eq!(psid_from_left_aligned(0, 0), None);
+        assert_eq!(psid_from_left_aligned(0, 17), None);
     }
 
     #[test]

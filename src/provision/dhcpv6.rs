@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::engine::{IidFormat, Rule, RuleError};
+use crate::engine::{psid_from_left_aligned, IidFormat, Rule, RuleError};
 
 pub const OPTION_S46_RULE: u16 = 89;
 pub const OPTION_S46_BR: u16 = 90;
@@ -85,14 +85,10 @@ impl S46PortParams {
         let psid = if psid_len == 0 {
             0 // "PSID-len 0: ignore the PSID field"
         } else {
-            let shift = 16 - u32::from(psid_len);
-            if u32::from(wire) & ((1u32 << shift) - 1) != 0 {
-                return Err(Dhcpv6Error::BadField {
-                    field: "psid",
-                    value: wire.into(),
-                });
-            }
-            (u32::from(wire) >> shift) as u16
+            psid_from_left_aligned(wire, psid_len).ok_or(Dhcpv6Error::BadField {
+                field: "psid",
+                value: wire.into(),
+            })?
         };
         Ok(S46PortParams {
             offset,

@@ -10,7 +10,7 @@ use super::builtin::IspChoice;
 use super::dhcpv6::S46ContMape;
 use super::rulestr::{self, RuleStringError};
 use super::RuleSource;
-use crate::engine::{CustomerPrefix, IidFormat, Rule, RuleError};
+use crate::engine::{psid_from_left_aligned, CustomerPrefix, IidFormat, Rule, RuleError};
 
 /// An explicit PSID and how it was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,15 +190,12 @@ impl RuleInput {
                     }
                     .into());
                 }
-                let shift = 16 - u32::from(k);
-                let right = u32::from(left) >> shift;
-                if right << shift != u32::from(left) {
-                    return Err(InputError::PsidNotLeftAligned {
+                Some(
+                    psid_from_left_aligned(left, k).ok_or(InputError::PsidNotLeftAligned {
                         psid: left,
                         psid_len: k,
-                    });
-                }
-                Some(right as u16)
+                    })?,
+                )
             }
         };
         rule.br = self.br;

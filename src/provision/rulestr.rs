@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::engine::{CustomerPrefix, IidFormat, Rule, RuleError};
+use crate::engine::{psid_from_left_aligned, CustomerPrefix, IidFormat, Rule, RuleError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleStringError {
@@ -160,16 +160,13 @@ impl Fields<'_> {
         if let Some(k) = self.psidlen.filter(|k| *k > 0) {
             rule.psid_len = Some(k);
             if let Some(left) = self.psid {
-                let shift = 16 - u32::from(k);
-                let right = (u32::from(left) >> shift) as u16;
-                if u32::from(right) << shift != u32::from(left) {
-                    return Err(RuleStringError::PsidNotLeftAligned {
+                rule.psid = Some(psid_from_left_aligned(left, k).ok_or(
+                    RuleStringError::PsidNotLeftAligned {
                         psid: left,
                         psid_len: k,
                         right: left,
-                    });
-                }
-                rule.psid = Some(right);
+                    },
+                )?);
             }
         }
         rule.validate()?;
