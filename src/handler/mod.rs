@@ -149,6 +149,20 @@ fn find_tunlink(sys: &mut dyn System, iface: &str, source: &RuleSource) -> Optio
     None
 }
 
+/// The configured `tunlink`, else the first interface with a prefix that maps under the rules.
+fn tunlink_for(sys: &mut dyn System, iface: &str, cfg: &HandlerConfig) -> Option<String> {
+    if let Some(t) = &cfg.tunlink {
+        return Some(t.clone());
+    }
+    // Without a prefix the rule source may not be complete (ealen derived from it): an empty
+    // rule list then finds no interface, which is reported as "no prefix yet".
+    let probe = cfg
+        .rules
+        .to_source(None)
+        .unwrap_or(RuleSource::Explicit(Vec::new()));
+    find_tunlink(sys, iface, &probe)
+}
+
 /// `setup`: see the module documentation for the steps.
 pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) -> i32 {
     if let Err(e) = check_name("interface", iface) {
@@ -170,26 +184,15 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             return FAILED;
         }
     }
-    let probe = cfg
-        .rules
-        .to_source(None)
-        .unwrap_or(RuleSource::Explicit(Vec::new()));
-    let tunlink = match cfg
-        .tunlink
-        .clone()
-        .or_else(|| find_tunlink(sys, iface, &probe))
-    {
-        Some(t) => t,
-        None => {
-            report(
-                sys,
-                iface,
-                codes::NO_PREFIX,
-                "no interface has a usable IPv6 prefix yet (set tunlink)",
-                false,
-            );
-            return start_task(sys, exe, iface, config_json, None);
-        }
+    let Some(tunlink) = tunlink_for(sys, iface, &cfg) else {
+        report(
+            sys,
+            iface,
+            codes::NO_PREFIX,
+            "no interface has a usable IPv6 prefix yet (set tunlink)",
+            false,
+        );
+        return start_task(sys, exe, iface, config_json, None);
     };
     let _ = notify(sys, msg::host_dependency(iface, "::", &tunlink));
 
@@ -433,24 +436,16 @@ pub fn watch_once(
     let Ok(cfg) = HandlerConfig::parse(config_json) else {
         return WatchVerdict::Same; // setup reported it; nothing a restart would fix
     };
-    let probe = cfg
-        .rules
-        .to_source(None)
-        .unwrap_or(RuleSource::Explicit(Vec::new()));
-    let Some(tunlink) = cfg
-        .tunlink
-        .clone()
-        .or_else(|| find_tunlink(sys, iface, &probe))
-    else {
+    let Some(tunlink) = tunlink_for(sys, iface, &cfg) else {
         return WatchVerdict::Same;
     };
     let now = match link_status(sys, &tunlink) {
         Ok(link) => resolve_for_link(&cfg, &link).ok().map(|r| r.mapping.prefix),
         Err(_) => None,
     };
-    if now.map(|p| p.network()) == current.map(|p| p.network())
-        && now.map(|p| p.len()) == current.map(|p| p.len())
-    {
+    // Compared as network and length: bits past the length (an RA address) are not a change.
+    let key = |p: Option<CustomerPrefix>| p.map(|p| (p.network(), p.len()));
+    if key(now) == key(current) {
         WatchVerdict::Same
     } else {
         let show = |p: Option<CustomerPrefix>| p.map_or("none".to_string(), |p| p.to_string());
