@@ -13,6 +13,7 @@
 //! ends doing the I/O.
 
 pub mod engine;
+pub mod names;
 pub mod provision;
 pub mod render;
 

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::engine::CustomerPrefix;
 use crate::handler::{self, DryRun, RealSystem, WatchVerdict};
-use crate::render::netifd::{dump, ifname_for};
+use crate::names::ifname_for;
+use crate::render::netifd::dump;
 
 const ACTIONS: &[&str] = &[
     "dump", "setup", "teardown", "watch", "reapply", "renew", "restart",
@@ -101,8 +102,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                     .as_ref()
                     .map(|d| d.join(format!("{iface}.json")));
                 if let Some(f) = &state_file {
-                    crate::provision::netifd::check_name("interface", iface)
-                        .map_err(|e| e.to_string())?;
+                    crate::names::check_name("interface", iface).map_err(|e| e.to_string())?;
                     if let Ok(text) = std::fs::read_to_string(f) {
                         let v = serde_json::from_str(&text)
                             .map_err(|e| format!("{}: {e}", f.display()))?;

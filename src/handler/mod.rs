@@ -30,9 +30,10 @@ use std::net::Ipv6Addr;
 use serde_json::{json, Value};
 
 use crate::engine::{CustomerPrefix, MapError};
-use crate::provision::netifd::{check_name, ConfigError, HandlerConfig, LinkStatus};
+use crate::names::{check_name, ifname_for, table_for};
+use crate::provision::netifd::{ConfigError, HandlerConfig, LinkStatus};
 use crate::provision::{resolve, ResolveError, Resolved, RuleSource};
-use crate::render::netifd::{self as msg, codes, ifname_for, table_for, UpdateParams};
+use crate::render::netifd::{self as msg, codes, UpdateParams};
 use crate::render::nft::{self, NftParams};
 
 pub use status::{status_round, StatusPush, StatusWatch};

@@ -101,7 +101,7 @@ impl System for RealSystem {
     }
 
     fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
-        if crate::provision::netifd::check_name("interface", iface).is_err() {
+        if crate::names::check_name("interface", iface).is_err() {
             return Err(SysError(format!("status: bad interface name {iface:?}")));
         }
         let path = self.status_path(iface);
@@ -126,7 +126,7 @@ impl System for RealSystem {
                     .strip_suffix(".json")
                     .map(str::to_string)
             })
-            .filter(|n| crate::provision::netifd::check_name("interface", n).is_ok())
+            .filter(|n| crate::names::check_name("interface", n).is_ok())
             .collect();
         names.sort();
         names

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::input::{PsidInput, RuleInput};
 use crate::engine::{CustomerPrefix, IidFormat, PortSet, TUNNEL_MTU};
+use crate::names::{check_name, NameError};
 
 /// The UCI options the handler declares in `dump`, with their blobmsg types
 /// (3 string, 5 int32, 7 bool). Same names as OpenWrt's `map`, plus `isp` and `ports_exclude`.
@@ -50,6 +51,8 @@ pub enum ConfigError {
     },
     #[error("maptype {0:?}: only map-e is supported by mape")]
     UnsupportedType(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
 }
 
 /// `encaplimit`: "ignore" (no Destination Options header, what every BR here needs) or 0–255.
@@ -189,25 +192,6 @@ impl HandlerConfig {
             Some(m) if m >= 1320 => (m - 40).min(TUNNEL_MTU),
             _ => TUNNEL_MTU,
         })
-    }
-}
-
-/// Characters allowed in interface, zone and ISP names: what UCI section names allow, plus
-/// `-` and `.` used in device-like names.
-pub fn check_name(key: &'static str, s: &str) -> Result<(), ConfigError> {
-    let ok = !s.is_empty()
-        && s.len() <= 32
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        && !s.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            s,
-            "only letters, digits, _ - . are allowed (at most 32)",
-        ))
     }
 }
 

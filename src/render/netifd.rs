@@ -50,31 +50,6 @@ pub fn dump(proto: &str) -> Value {
     })
 }
 
-/// The tunnel device name: `map-<iface>` if it fits Linux's 15 bytes, else a deterministic
-/// short form `map-<first 6>_<4 hex of a hash of the whole name>`.
-pub fn ifname_for(iface: &str) -> String {
-    let full = format!("map-{iface}");
-    if full.len() <= 15 {
-        return full;
-    }
-    // FNV-1a: tiny, stable across versions and platforms.
-    let mut h: u32 = 0x811c9dc5;
-    for b in iface.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x01000193);
-    }
-    let head: String = iface.chars().take(6).collect();
-    format!("map-{head}_{:04x}", h & 0xffff)
-}
-
-/// The nft table name for an interface (`mape_<iface>`, `-` and `.` mapped to `_`).
-pub fn table_for(iface: &str) -> String {
-    let clean: String = iface
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("mape_{clean}")
-}
-
 /// Inputs of the setup report besides the mapping itself.
 #[derive(Debug, Clone)]
 pub struct UpdateParams<'a> {
@@ -157,17 +132,6 @@ pub fn run_command(iface: &str, command: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ifnames_fit_linux() {
-        assert_eq!(ifname_for("wanmap"), "map-wanmap");
-        assert_eq!(ifname_for("abcdefghijk"), "map-abcdefghijk");
-        let long = ifname_for("abcdefghijkl");
-        assert_eq!(long.len(), 15);
-        assert!(long.starts_with("map-abcdef_"));
-        assert_ne!(long, ifname_for("abcdefghijkm"));
-        assert_eq!(long, ifname_for("abcdefghijkl"));
-    }
 
     #[test]
     fn dump_declares_types() {

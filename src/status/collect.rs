@@ -25,8 +25,7 @@ use super::{
     SetUse, Table, Tunnel, Usage, Warning, WARN_PERCENT,
 };
 use crate::engine::PortSet;
-use crate::provision::netifd::check_name;
-use crate::render::netifd::{ifname_for, table_for};
+use crate::names::{check_name, ifname_for, is_dev_name, is_table_name, table_for};
 
 const PROC_CONNTRACK: &str = "/proc/net/nf_conntrack";
 const PROC_STAT: &str = "/proc/net/stat/nf_conntrack";
@@ -191,14 +190,6 @@ impl Target {
             table: table_for(name),
         }
     }
-}
-
-fn is_table_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_dev_name(s: &str) -> bool {
-    check_name("dev", s).is_ok() && s != "." && s != ".." && s.len() <= 15
 }
 
 /// The calculator JSON inside a state file: `mapping`, or the calculator keys at the top.
