@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::render::status as render;
+use crate::status::report as render;
 use crate::status::{self, Options, RealSource};
 
 #[derive(Args, Debug)]

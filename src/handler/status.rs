@@ -22,7 +22,7 @@
 use serde_json::{json, Value};
 
 use super::{SysError, System};
-use crate::render::status::ubus_payload;
+use crate::status::report::ubus_payload;
 use crate::status::{self, Options, Source, Stats};
 
 /// Default seconds between two publications of an unchanged alert state.

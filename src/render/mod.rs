@@ -7,7 +7,6 @@ pub mod netifd;
 pub mod networkd;
 pub mod nft;
 pub mod origin;
-pub mod status;
 
 /// Test inputs shared by the renderers' unit tests.
 #[cfg(test)]

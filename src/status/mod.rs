@@ -9,7 +9,7 @@
 //! - [`conntrack`]: pure parsers for the conntrack table and statistics;
 //! - [`collect`](mod@collect): finding the interfaces (ubus, state files, nft tables) and counting, over a
 //!   [`collect::Source`] that the tests replace with canned text;
-//! - [`crate::render::status`]: the dashboard text and the JSON (schema in the README).
+//! - [`report`]: the dashboard text and the JSON (schema in docs/status.md).
 //!
 //! The same per-interface object goes into the interface's ubus data (`data.mape_status`,
 //! pushed by the netifd watch task, see [`crate::handler::StatusPush`]) and into
@@ -17,6 +17,7 @@
 
 pub mod collect;
 pub mod conntrack;
+pub mod report;
 
 use std::net::Ipv4Addr;
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use crate::status::{percent, CtInfo, IfaceStatus, Report, Usage};
+use super::{percent, CtInfo, IfaceStatus, Report, Usage};
 
 /// Bumped only when a key changes meaning or disappears; new keys may appear at any time.
 pub const SCHEMA_VERSION: u32 = 1;
