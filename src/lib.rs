@@ -16,6 +16,7 @@ pub mod engine;
 pub mod names;
 pub mod provision;
 pub mod render;
+pub mod state;
 
 pub mod cli;
 pub mod command;

@@ -367,15 +367,6 @@ pub fn generate(a: &GenerateArgs) -> Result<i32, String> {
     Ok(0)
 }
 
-/// The tunnel MTU: explicit, else the WAN's MTU minus the IPv6 header, at most 1460 (the rule
-/// of the OpenWrt handler's `HandlerConfig::tunnel_mtu`).
-fn tunnel_mtu(explicit: Option<u32>, link: Option<u32>) -> u32 {
-    explicit.unwrap_or(match link {
-        Some(m) if m >= 1320 => (m - 40).min(DEFAULT_MTU),
-        _ => DEFAULT_MTU,
-    })
-}
-
 fn link_mtu(host: &mut dyn Host, dev: &str) -> Option<u32> {
     let out = host.query(&["ip", "-j", "link", "show", "dev", dev]).ok()?;
     let v: Value = serde_json::from_str(&out).ok()?;
@@ -422,7 +413,7 @@ pub fn up(a: &UpArgs) -> Result<i32, String> {
         br,
         ipv4: mp.ipv4,
         ipv4_len: mp.ipv4_prefix_len,
-        mtu: tunnel_mtu(m.mtu, link_mtu(host, &m.wan)),
+        mtu: crate::engine::tunnel_mtu(m.mtu, link_mtu(host, &m.wan)),
         ttl: m.ttl.unwrap_or(64),
         default_route: !m.no_default_route,
         metric: m.metric,
@@ -495,14 +486,6 @@ pub fn down(a: &DownArgs) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mtu_follows_the_handler_rule() {
-        assert_eq!(tunnel_mtu(None, None), 1460);
-        assert_eq!(tunnel_mtu(None, Some(1500)), 1460);
-        assert_eq!(tunnel_mtu(None, Some(1454)), 1414);
-        assert_eq!(tunnel_mtu(Some(1400), Some(1500)), 1400);
-    }
 
     #[test]
     fn down_needs_a_name() {

@@ -14,3 +14,27 @@ pub use rule::{IidFormat, Rule, RuleError};
 /// The tunnel MTU the ISPs' paths allow: a 1500-byte IPv6 link minus the 40-byte IPv6 header
 /// that encapsulation adds (RFC 7597 §8.3: nothing should fragment inside the domain).
 pub const TUNNEL_MTU: u32 = 1460;
+
+/// The tunnel MTU to use: `explicit` if given, else the link MTU minus the 40-byte IPv6 header,
+/// at most [`TUNNEL_MTU`] (the ISPs' path MTU is 1500 whatever the LAN-side link supports);
+/// an unknown or too small link MTU gives [`TUNNEL_MTU`].
+pub fn tunnel_mtu(explicit: Option<u32>, link_mtu: Option<u32>) -> u32 {
+    explicit.unwrap_or(match link_mtu {
+        Some(m) if m >= 1320 => (m - 40).min(TUNNEL_MTU),
+        _ => TUNNEL_MTU,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tunnel_mtu() {
+        use super::tunnel_mtu;
+        assert_eq!(tunnel_mtu(None, None), 1460);
+        assert_eq!(tunnel_mtu(None, Some(1500)), 1460);
+        assert_eq!(tunnel_mtu(None, Some(9000)), 1460);
+        assert_eq!(tunnel_mtu(None, Some(1454)), 1414);
+        assert_eq!(tunnel_mtu(None, Some(1300)), 1460);
+        assert_eq!(tunnel_mtu(Some(1400), Some(1500)), 1400);
+    }
+}

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::{Map, Value};
 
 use super::input::{PsidInput, RuleInput};
-use crate::engine::{CustomerPrefix, IidFormat, PortSet, TUNNEL_MTU};
+use crate::engine::{CustomerPrefix, IidFormat, PortSet};
 use crate::names::{check_name, NameError};
 
 /// The UCI options the handler declares in `dump`, with their blobmsg types
@@ -188,10 +188,7 @@ impl HandlerConfig {
     /// The tunnel MTU: explicit, else the link MTU minus the 40-byte IPv6 header, at most 1460
     /// (the ISPs' path MTU is 1500 whatever the LAN-side link supports).
     pub fn tunnel_mtu(&self, link_mtu: Option<u32>) -> u32 {
-        self.mtu.unwrap_or_else(|| match link_mtu {
-            Some(m) if m >= 1320 => (m - 40).min(TUNNEL_MTU),
-            _ => TUNNEL_MTU,
-        })
+        crate::engine::tunnel_mtu(self.mtu, link_mtu)
     }
 }
 
@@ -381,10 +378,7 @@ mod tests {
         assert_eq!(c.encaplimit, EncapLimit::Ignore);
         assert_eq!(c.ttl, 64);
         assert!(c.defaultroute);
-        assert_eq!(c.tunnel_mtu(None), 1460);
-        assert_eq!(c.tunnel_mtu(Some(1500)), 1460);
         assert_eq!(c.tunnel_mtu(Some(1454)), 1414);
-        assert_eq!(c.tunnel_mtu(Some(9000)), 1460);
     }
 
     #[test]

@@ -4,36 +4,42 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::provision::Resolved;
+use crate::state::{MappingRecord, RuleRecord};
 
 /// The tunnel MTU we recommend (see [`crate::engine::TUNNEL_MTU`]).
 pub use crate::engine::TUNNEL_MTU as DEFAULT_MTU;
 
-pub fn to_json(r: &Resolved) -> Value {
+/// The mapping as the calculator's JSON describes it (also `data.mape` and the state file).
+pub fn record(r: &Resolved) -> MappingRecord {
     let m = &r.mapping;
-    let sets: Vec<Value> = m.port_sets().map(|s| json!([s.first, s.last])).collect();
-    json!({
-        "isp": r.isp.map(|i| i.id),
-        "prefix": m.prefix.to_string(),
-        "rule": {
-            "ipv6_prefix": m.rule.ipv6_prefix.to_string(),
-            "ipv4_prefix": m.rule.ipv4_prefix.to_string(),
-            "ea_len": m.rule.ea_len,
-            "psid_offset": m.ports.offset(),
-            "psid_len": m.ports.psid_len(),
+    MappingRecord {
+        isp: r.isp.map(|i| i.id.to_string()),
+        prefix: m.prefix.to_string(),
+        rule: RuleRecord {
+            ipv6_prefix: m.rule.ipv6_prefix,
+            ipv4_prefix: m.rule.ipv4_prefix,
+            ea_len: m.rule.ea_len,
+            psid_offset: m.ports.offset(),
+            psid_len: m.ports.psid_len(),
         },
-        "iid_format": m.rule.iid.as_str(),
-        "ipv4": m.ipv4.to_string(),
-        "ipv4_prefix_len": m.ipv4_prefix_len,
-        "psid": m.ports.psid(),
-        "port_sets": sets,
-        "port_count": m.port_count(),
-        "ce": m.ce.to_string(),
-        "br": m.br.map(|b| b.to_string()),
-        "warnings": r.warnings,
-    })
+        iid_format: m.rule.iid.as_str().to_string(),
+        ipv4: m.ipv4,
+        ipv4_prefix_len: m.ipv4_prefix_len,
+        psid: m.ports.psid(),
+        port_sets: m.port_sets().collect(),
+        port_count: m.port_count(),
+        ce: m.ce.addr(),
+        br: m.br,
+        warnings: r.warnings.clone(),
+    }
+}
+
+/// `mape calc --json` (schema in docs/calc.md); read back with [`MappingRecord::from_json`].
+pub fn to_json(r: &Resolved) -> Value {
+    record(r).to_json()
 }
 
 pub fn to_text(r: &Resolved) -> String {
