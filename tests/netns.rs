@@ -5,7 +5,6 @@
 //! missing capability is a failure with a message, not a skip; set MAPE_SKIP_ROOT_TESTS=1 to
 //! opt out explicitly when running `cargo test` as an ordinary user.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use mape::provision::{resolve, RuleSource};
 use serde_json::Value;
 
 mod common;
-use common::{root_tests, run, sh, tempdir, Netns, BIN};
+use common::{fake_ubus, root_tests, run, sh, tempdir, Netns, BIN};
 
 fn dry_run(iface: &str, config: &str, status: &str) -> Value {
     let out = run(&[
@@ -99,22 +98,6 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
         del.display()
     ));
     assert_eq!(ns.exec("nft list tables").trim(), "");
-}
-
-/// A `ubus` stand-in: answers `status` from a file, records every other call. It is only the
-/// messenger: the address, nft table and state are real.
-fn fake_ubus(dir: &Path) {
-    let script = r#"#!/bin/sh
-[ "$1" = call ] || exit 1
-case "$2 $3" in
-  "network.interface.wan6 status") cat "$FAKE_UBUS_DIR/status.json" ;;
-  "network.interface dump") echo '{"interface":[]}' ;;
-  *) printf '%s %s %s\n' "$2" "$3" "$4" >> "$FAKE_UBUS_DIR/calls.log" ;;
-esac
-"#;
-    let path = dir.join("ubus");
-    std::fs::write(&path, script).unwrap();
-    run(&["chmod", "755", path.to_str().unwrap()]);
 }
 
 #[test]

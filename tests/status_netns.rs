@@ -17,17 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{root_tests, run, sh, tempdir, Bg, Netns, BIN};
-
-/// `ubus` stand-in: `status` of the link and `dump` from files, every other call logged.
-const FAKE_UBUS: &str = r#"#!/bin/sh
-[ "$1" = call ] || exit 1
-case "$2 $3" in
-  network.interface.*" status") cat "$FAKE_UBUS_DIR/status.json" ;;
-  "network.interface dump") cat "$FAKE_UBUS_DIR/dump.json" 2>/dev/null || echo '{"interface":[]}' ;;
-  *) printf '%s %s %s\n' "$2" "$3" "$4" >> "$FAKE_UBUS_DIR/calls.log" ;;
-esac
-"#;
+use common::{fake_ubus, root_tests, sh, tempdir, Bg, Netns, BIN};
 
 /// Server: TCP on `tcp_ports`, UDP echo on `udp_ports`; every connection is kept open and
 /// logged as `<proto> <local port> <peer address> <peer port>`.
@@ -118,8 +108,7 @@ impl Bed {
         ));
 
         let dir = tempdir(tag);
-        std::fs::write(dir.join("ubus"), FAKE_UBUS).unwrap();
-        run(&["chmod", "755", dir.join("ubus").to_str().unwrap()]);
+        fake_ubus(&dir);
         std::fs::write(
             dir.join("status.json"),
             format!(

@@ -418,6 +418,7 @@ pub fn up(a: &UpArgs) -> Result<i32, String> {
         default_route: !m.no_default_route,
         metric: m.metric,
         nft: script,
+        mapping: Some(crate::render::calc::record(&resolved)),
     };
     let outcome = apply::up(host, &plan, a.if_changed).map_err(|e| e.to_string())?;
     if let Some(dry) = &dry {

@@ -14,6 +14,7 @@ use crate::engine::CustomerPrefix;
 use crate::handler::{self, DryRun, RealSystem, WatchVerdict};
 use crate::names::ifname_for;
 use crate::render::netifd::dump;
+use crate::state;
 
 const ACTIONS: &[&str] = &[
     "dump", "setup", "teardown", "watch", "reapply", "renew", "restart",
@@ -97,16 +98,11 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 };
                 let mut sys = DryRun::new(status);
                 sys.link_mtu = a.link_mtu;
-                let state_file = a
-                    .state_dir
-                    .as_ref()
-                    .map(|d| d.join(format!("{iface}.json")));
-                if let Some(f) = &state_file {
+                if let Some(dir) = &a.state_dir {
                     crate::names::check_name("interface", iface).map_err(|e| e.to_string())?;
-                    if let Ok(text) = std::fs::read_to_string(f) {
-                        let v = serde_json::from_str(&text)
-                            .map_err(|e| format!("{}: {e}", f.display()))?;
-                        sys.state.insert(iface.to_string(), v);
+                    let saved = state::load(dir, iface).map_err(|e| format!("--state-dir: {e}"))?;
+                    if let Some(s) = saved {
+                        sys.state.insert(iface.to_string(), s);
                     }
                 }
                 let code = if action == "setup" {
@@ -114,18 +110,11 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 } else {
                     handler::teardown(&mut sys, iface)
                 };
-                if let Some(f) = &state_file {
-                    let written = match sys.state.get(iface) {
-                        Some(v) => std::fs::write(f, v.to_string()),
-                        None => std::fs::remove_file(f).or_else(|e| {
-                            if e.kind() == std::io::ErrorKind::NotFound {
-                                Ok(())
-                            } else {
-                                Err(e)
-                            }
-                        }),
-                    };
-                    written.map_err(|e| format!("--state-dir {}: {e}", f.display()))?;
+                if let Some(dir) = &a.state_dir {
+                    match sys.state.get(iface) {
+                        Some(s) => state::save(dir, s).map_err(|e| format!("--state-dir: {e}"))?,
+                        None => state::remove(dir, iface),
+                    }
                 }
                 println!("{}", sys.report(iface, &ifname_for(iface)));
                 Ok(code)

@@ -35,6 +35,7 @@ use crate::provision::netifd::{ConfigError, HandlerConfig, LinkStatus};
 use crate::provision::{resolve, ResolveError, Resolved, RuleSource};
 use crate::render::netifd::{self as msg, codes, UpdateParams};
 use crate::render::nft::{self, NftParams};
+use crate::state::{Frontend, State};
 
 pub use status::{status_round, StatusPush, StatusWatch};
 pub use system::{DryRun, RealSystem, SysError};
@@ -52,8 +53,9 @@ pub trait System {
     fn addr_del(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError>;
     /// The MTU of a device, if known.
     fn link_mtu(&mut self, dev: &str) -> Option<u32>;
-    fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), SysError>;
-    fn load_state(&mut self, iface: &str) -> Option<Value>;
+    fn save_state(&mut self, state: &State) -> Result<(), SysError>;
+    /// The saved state of `iface`; an unreadable or refused one is logged and taken as none.
+    fn load_state(&mut self, iface: &str) -> Option<State>;
     fn clear_state(&mut self, iface: &str);
     /// The interfaces that have a saved state.
     fn state_ifaces(&mut self) -> Vec<String>;
@@ -266,9 +268,9 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
 
     // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
     // manual `ifup`) must not leave the previous prefix's CE address behind.
-    if let Some((old_dev, old_ce)) = sys.load_state(iface).as_ref().and_then(state_address) {
-        if (old_dev.as_str(), old_ce) != (dev.as_str(), ce) {
-            let _ = sys.addr_del(&old_dev, old_ce);
+    if let Some(old) = sys.load_state(iface) {
+        if (old.dev.as_str(), old.ce) != (dev.as_str(), ce) {
+            let _ = sys.addr_del(&old.dev, old.ce);
         }
     }
     if let Err(e) = sys.addr_add(&dev, ce) {
@@ -302,10 +304,24 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
     }
     // The script is kept so `reapply` can restore the table after `fw4 flush` (firewall stop).
     // `mapping` (the calculator JSON) lets `mape status` work without ubus.
-    let state = json!({ "ce": ce.to_string(), "dev": dev, "table": table, "ifname": ifname,
-                        "tunlink": tunlink, "prefix": m.prefix.to_string(), "nft": script,
-                        "mapping": crate::render::calc::to_json(&resolved) });
-    if let Err(e) = sys.save_state(iface, &state) {
+    let state = State {
+        frontend: Frontend::Netifd,
+        name: iface.to_string(),
+        ifname: ifname.clone(),
+        table,
+        dev,
+        ce,
+        prefix: m.prefix.to_string(),
+        tunlink: Some(tunlink.clone()),
+        nft: script,
+        mtu: Some(mtu),
+        ttl: Some(cfg.ttl),
+        default_route: cfg.defaultroute,
+        metric: None,
+        mapping: Some(crate::render::calc::record(&resolved)),
+        owner: None,
+    };
+    if let Err(e) = sys.save_state(&state) {
         sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
     }
     sys.log(&format!(
@@ -381,21 +397,16 @@ pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
     if let Err(e) = sys.nft_apply(&nft::delete_script(&table)) {
         sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
     }
-    if let Some((dev, ce)) = sys.load_state(iface).as_ref().and_then(state_address) {
-        if let Err(e) = sys.addr_del(&dev, ce) {
-            sys.log(&format!("mape: {iface}: removing {ce} from {dev}: {e}"));
+    if let Some(s) = sys.load_state(iface) {
+        if let Err(e) = sys.addr_del(&s.dev, s.ce) {
+            sys.log(&format!(
+                "mape: {iface}: removing {} from {}: {e}",
+                s.ce, s.dev
+            ));
         }
     }
     sys.clear_state(iface);
     OK
-}
-
-/// The device and CE address a saved state records (device names checked like any other).
-fn state_address(state: &Value) -> Option<(String, Ipv6Addr)> {
-    let dev = state.get("dev")?.as_str()?;
-    let ce = state.get("ce")?.as_str()?.parse().ok()?;
-    check_name("dev", dev).ok()?;
-    Some((dev.to_string(), ce))
 }
 
 /// `reapply`: load the saved nft table of every interface that is up again. The firewall's
@@ -406,7 +417,8 @@ pub fn reapply(sys: &mut dyn System) -> i32 {
     for iface in sys.state_ifaces() {
         let Some(script) = sys
             .load_state(&iface)
-            .and_then(|s| s.get("nft")?.as_str().map(str::to_string))
+            .map(|s| s.nft)
+            .filter(|s| !s.is_empty())
         else {
             continue;
         };

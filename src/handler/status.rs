@@ -291,7 +291,7 @@ mod tests {
         );
         assert_eq!(code, 0, "{:?}", sys.log);
         let m =
-            crate::status::MappingInfo::from_calc_json(&sys.state["wanmap"]["mapping"]).unwrap();
+            crate::status::MappingInfo::from_record(sys.state["wanmap"].mapping.as_ref().unwrap());
         assert_eq!((m.port_count, m.psid), (240, Some(212)));
         assert_eq!(m.isp.as_deref(), Some("v6plus"));
     }

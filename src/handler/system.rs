@@ -1,22 +1,58 @@
 //! The two [`System`]s: the real one (ubus and nft command-line tools, rtnetlink for the
 //! address, a state file per interface) and the dry run that records what would be done.
 
-use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::netlink::NetlinkError;
 use super::{netlink, System};
+use crate::command::{self, CommandError};
+use crate::state::{self, State, StateError};
 
-#[derive(Debug)]
-pub struct SysError(pub String);
+/// A failure of the system layer, typed so the handler can tell a configuration problem from
+/// a transient one (see [`SysError::is_transient`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// A tool (`ubus`, `nft`) could not start, failed, or timed out.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The kernel refused an address change, or the device is missing.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// `ubus call` answered with something that is not JSON.
+    #[error("{what}: bad reply: {why}")]
+    BadReply { what: String, why: String },
+    /// The ubus object does not exist (e.g. the tunnel link is not configured).
+    #[error("{0}: not found")]
+    NotFound(String),
+    /// The state file could not be written or was refused.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A failure injected by [`DryRun::fail_on`] (tests).
+    #[error("{0}: injected failure")]
+    Injected(&'static str),
+}
 
-impl fmt::Display for SysError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl SysError {
+    /// A failure that may go away by itself (a timeout, a busy daemon): never a reason to
+    /// block restarts.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, SysError::NotFound(_))
     }
 }
+
+/// The ubus CLI's exit status for UBUS_STATUS_NOT_FOUND (libubus `enum ubus_msg_status`).
+const UBUS_STATUS_NOT_FOUND: i32 = 4;
+
+/// How long one `ubus call` may take: netifd answers in milliseconds unless it is restarting,
+/// and a setup of a netifd that is gone must not hang (its ubus calls used to time out after
+/// the CLI's default 30 s).
+pub const UBUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `nft -f` may take (a few hundred rules).
+pub const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The router: `ubus` and `nft` from PATH (both are OpenWrt base packages), netlink for the
 /// CE address, state in `$MAPE_STATE_DIR` (default `/var/run/mape`).
@@ -26,20 +62,20 @@ pub struct RealSystem {
 
 impl RealSystem {
     pub fn new() -> Self {
-        let dir = std::env::var_os("MAPE_STATE_DIR")
-            .map_or_else(|| PathBuf::from("/var/run/mape"), PathBuf::from);
-        RealSystem { state_dir: dir }
+        RealSystem {
+            state_dir: state_dir(),
+        }
     }
 
-    fn state_path(&self, iface: &str) -> PathBuf {
-        // `iface` was checked by check_name: no `/` or `..` can reach the path.
-        self.state_dir.join(format!("{iface}.json"))
+    /// `<state dir>/status`: a subdirectory, so `state_ifaces` never sees it.
+    fn status_dir(&self) -> PathBuf {
+        self.state_dir.join("status")
     }
+}
 
-    /// `<state dir>/status/<iface>.json`: a subdirectory, so `state_ifaces` never sees it.
-    fn status_path(&self, iface: &str) -> PathBuf {
-        self.state_dir.join("status").join(format!("{iface}.json"))
-    }
+/// The netifd handler's state directory: `$MAPE_STATE_DIR`, default `/var/run/mape`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("MAPE_STATE_DIR").map_or_else(|| PathBuf::from("/var/run/mape"), PathBuf::from)
 }
 
 impl Default for RealSystem {
@@ -48,34 +84,52 @@ impl Default for RealSystem {
     }
 }
 
-fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SysError> {
-    let argv: Vec<&str> = std::iter::once(cmd).chain(args.iter().copied()).collect();
-    crate::command::run(&argv, stdin).map_err(|why| SysError(format!("{cmd} failed: {why}")))
-}
-
 impl System for RealSystem {
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError> {
-        let out = run("ubus", &["call", object, method, &args.to_string()], None)?;
+        let secs = UBUS_TIMEOUT.as_secs().to_string();
+        let argv = [
+            "ubus",
+            "-t",
+            &secs,
+            "call",
+            object,
+            method,
+            &args.to_string(),
+        ];
+        // ubus's own -t ends the call; ours is a backstop should the socket itself hang.
+        let out = match command::run_with(&argv, None, UBUS_TIMEOUT + Duration::from_secs(5)) {
+            Ok(out) => out,
+            Err(e) if e.exit_code() == Some(UBUS_STATUS_NOT_FOUND) => {
+                return Err(SysError::NotFound(format!("ubus {object}")))
+            }
+            Err(e) => return Err(e.into()),
+        };
         if out.trim().is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&out)
-            .map_err(|e| SysError(format!("ubus {object} {method}: bad reply: {e}")))
+        serde_json::from_str(&out).map_err(|e| SysError::BadReply {
+            what: format!("ubus {object} {method}"),
+            why: e.to_string(),
+        })
     }
 
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
-        run("nft", &["-f", "-"], Some(script)).map(|_| ())
+        command::run_with(&["nft", "-f", "-"], Some(script), NFT_TIMEOUT)?;
+        Ok(())
     }
 
     fn addr_add(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
-        netlink::address(dev, addr, true).map_err(|e| SysError(e.to_string()))
+        Ok(netlink::address(dev, addr, true)?)
     }
 
     fn addr_del(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
-        netlink::address(dev, addr, false).map_err(|e| SysError(e.to_string()))
+        Ok(netlink::address(dev, addr, false)?)
     }
 
     fn link_mtu(&mut self, dev: &str) -> Option<u32> {
+        if !crate::names::is_dev_name(dev) {
+            return None;
+        }
         std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu"))
             .ok()?
             .trim()
@@ -83,53 +137,37 @@ impl System for RealSystem {
             .ok()
     }
 
-    fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), SysError> {
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|e| SysError(format!("{}: {e}", self.state_dir.display())))?;
-        let path = self.state_path(iface);
-        std::fs::write(&path, state.to_string())
-            .map_err(|e| SysError(format!("{}: {e}", path.display())))
+    fn save_state(&mut self, s: &State) -> Result<(), SysError> {
+        Ok(state::save(&self.state_dir, s)?)
     }
 
-    fn load_state(&mut self, iface: &str) -> Option<Value> {
-        serde_json::from_str(&std::fs::read_to_string(self.state_path(iface)).ok()?).ok()
+    fn load_state(&mut self, iface: &str) -> Option<State> {
+        match state::load(&self.state_dir, iface) {
+            Ok(s) => s,
+            Err(e) => {
+                self.log(&format!("mape: {iface}: ignoring the state file: {e}"));
+                None
+            }
+        }
     }
 
     fn clear_state(&mut self, iface: &str) {
-        let _ = std::fs::remove_file(self.state_path(iface));
-        let _ = std::fs::remove_file(self.status_path(iface));
+        state::remove(&self.state_dir, iface);
+        state::remove(&self.status_dir(), iface);
     }
 
     fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
-        if crate::names::check_name("interface", iface).is_err() {
-            return Err(SysError(format!("status: bad interface name {iface:?}")));
-        }
-        let path = self.status_path(iface);
-        let dir = self.state_dir.join("status");
-        std::fs::create_dir_all(&dir).map_err(|e| SysError(format!("{}: {e}", dir.display())))?;
-        // Write then rename: a reader (LuCI) never sees half a file.
-        let tmp = dir.join(format!(".{iface}.json.tmp"));
-        std::fs::write(&tmp, status.to_string())
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| SysError(format!("{}: {e}", path.display())))
+        crate::names::check_name("interface", iface)
+            .map_err(|_| StateError::BadName(iface.to_string()))?;
+        Ok(state::write_atomic(
+            &self.status_dir(),
+            &format!("{iface}.json"),
+            status.to_string().as_bytes(),
+        )?)
     }
 
     fn state_ifaces(&mut self) -> Vec<String> {
-        let Ok(dir) = std::fs::read_dir(&self.state_dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = dir
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".json")
-                    .map(str::to_string)
-            })
-            .filter(|n| crate::names::check_name("interface", n).is_ok())
-            .collect();
-        names.sort();
-        names
+        state::list(&self.state_dir)
     }
 
     fn log(&mut self, line: &str) {
@@ -147,7 +185,7 @@ pub struct DryRun {
     pub dump: Option<Value>,
     pub link_mtu: Option<u32>,
     /// Saved states by interface.
-    pub state: std::collections::BTreeMap<String, Value>,
+    pub state: std::collections::BTreeMap<String, State>,
     /// Saved `mape status` payloads by interface.
     pub status: std::collections::BTreeMap<String, Value>,
     pub calls: Vec<Value>,
@@ -186,7 +224,7 @@ impl System for DryRun {
         let reply = if method == "status" && object.starts_with("network.interface.") {
             self.link_status
                 .clone()
-                .ok_or_else(|| SysError(format!("ubus {object} status: Not found")))?
+                .ok_or_else(|| SysError::NotFound(format!("ubus {object}")))?
         } else if object == "network.interface" && method == "dump" {
             // Without an explicit dump, the given link status stands for one interface `wan6`.
             self.dump.clone().unwrap_or_else(|| {
@@ -228,12 +266,12 @@ impl System for DryRun {
         self.link_mtu
     }
 
-    fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), SysError> {
-        self.state.insert(iface.to_string(), state.clone());
+    fn save_state(&mut self, state: &State) -> Result<(), SysError> {
+        self.state.insert(state.name.clone(), state.clone());
         Ok(())
     }
 
-    fn load_state(&mut self, iface: &str) -> Option<Value> {
+    fn load_state(&mut self, iface: &str) -> Option<State> {
         self.state.get(iface).cloned()
     }
 

@@ -22,11 +22,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::host::{show, Host, HostError};
 use crate::engine::CustomerPrefix;
 use crate::render::nft;
+use crate::state::{Frontend, MappingRecord, State};
 
 /// Everything `up` applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,37 +48,32 @@ pub struct Plan {
     pub metric: Option<u32>,
     /// The script for `nft -f -` ([`crate::render::nft::ruleset`]).
     pub nft: String,
+    /// The calculator's record of the mapping, for the state file (`mape status`).
+    pub mapping: Option<MappingRecord>,
 }
 
 impl Plan {
-    /// What the state file holds after a successful `up`.
-    pub fn state(&self) -> Value {
-        json!({
-            "name": self.name,
-            "wan": self.wan,
-            "ifname": self.ifname,
-            "table": self.table,
-            "prefix": self.prefix.to_string(),
-            "ce": self.ce.to_string(),
-            "br": self.br.to_string(),
-            "ipv4": format!("{}/{}", self.ipv4, self.ipv4_len),
-            "mtu": self.mtu,
-            "ttl": self.ttl,
-            "default_route": self.default_route,
-            "metric": self.metric,
-            // The ruleset's digest: a change of ports_exclude changes it, and `--if-changed`
-            // must then apply.
-            "nft_fnv64": format!("{:016x}", fnv64(self.nft.as_bytes())),
-        })
+    /// What the state file holds after a successful `up` (the whole ruleset too: a change of
+    /// `ports_exclude` changes it, and `--if-changed` must then apply).
+    pub fn state(&self) -> State {
+        State {
+            frontend: Frontend::Linux,
+            name: self.name.clone(),
+            ifname: self.ifname.clone(),
+            table: self.table.clone(),
+            dev: self.wan.clone(),
+            ce: self.ce,
+            prefix: self.prefix.to_string(),
+            tunlink: None,
+            nft: self.nft.clone(),
+            mtu: Some(self.mtu),
+            ttl: Some(self.ttl),
+            default_route: self.default_route,
+            metric: self.metric,
+            mapping: self.mapping.clone(),
+            owner: None,
+        }
     }
-}
-
-fn fnv64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -414,29 +410,25 @@ pub fn up(host: &mut dyn Host, p: &Plan, if_changed: bool) -> Result<UpOutcome, 
         )?;
     }
 
-    if let Err(e) = run.host.save_state(&p.name, &want) {
+    if let Err(e) = run.host.save_state(&want) {
         run.host.log(&format!("mape: warning: {e}"));
     }
 
     // After a prefix change the previous CE address is dead weight on the WAN.
     let mut old_prefix = None;
     if let Some(prev) = prev {
-        let old_ce = v6(prev.get("ce"));
-        let old_wan = prev.get("wan").and_then(Value::as_str).map(str::to_string);
-        if let (Some(old_ce), Some(old_wan)) = (old_ce, old_wan) {
-            if (old_ce != p.ce || old_wan != p.wan) && has_v6(run.host, &old_wan, old_ce) {
-                let a = format!("{old_ce}/128");
-                if let Err(e) = run
-                    .host
-                    .change(&["ip", "-6", "addr", "del", &a, "dev", &old_wan], None)
-                {
-                    run.host.log(&format!("mape: warning: {e}"));
-                }
+        let (old_ce, old_wan) = (prev.ce, prev.dev.as_str());
+        if (old_ce != p.ce || old_wan != p.wan) && has_v6(run.host, old_wan, old_ce) {
+            let a = format!("{old_ce}/128");
+            if let Err(e) = run
+                .host
+                .change(&["ip", "-6", "addr", "del", &a, "dev", old_wan], None)
+            {
+                run.host.log(&format!("mape: warning: {e}"));
             }
         }
-        let was = prev.get("prefix").and_then(Value::as_str).unwrap_or("");
-        if was != p.prefix.to_string() {
-            old_prefix = Some(was.to_string());
+        if prev.prefix != p.prefix.to_string() {
+            old_prefix = Some(prev.prefix.clone());
         }
     }
     Ok(UpOutcome::Applied { old_prefix })
@@ -456,10 +448,8 @@ pub fn down(
     table: &str,
 ) -> Result<Removed, ApplyError> {
     let prev = host.load_state(name);
-    let mut ce = prev.as_ref().and_then(|s| v6(s.get("ce")));
-    let mut wan = prev
-        .as_ref()
-        .and_then(|s| s.get("wan")?.as_str().map(str::to_string));
+    let mut ce = prev.as_ref().map(|s| s.ce);
+    let mut wan = prev.as_ref().map(|s| s.dev.clone());
     let mut removed = Removed::default();
     let mut errors = Vec::new();
 
@@ -502,6 +492,7 @@ pub fn down(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeMap;
 
     /// A fake system: a tiny model of links, addresses, routes and nft tables that the `ip` and
@@ -515,7 +506,7 @@ mod tests {
         /// IPv4 default routes: (dev, metric)
         routes: Vec<(String, u32)>,
         tables: BTreeMap<String, String>,
-        state: Option<Value>,
+        state: Option<State>,
         log: Vec<String>,
         fail_on: Option<&'static str>,
     }
@@ -631,11 +622,11 @@ mod tests {
             Ok(())
         }
 
-        fn load_state(&mut self, _name: &str) -> Option<Value> {
+        fn load_state(&mut self, _name: &str) -> Option<State> {
             self.state.clone()
         }
 
-        fn save_state(&mut self, _name: &str, state: &Value) -> Result<(), HostError> {
+        fn save_state(&mut self, state: &State) -> Result<(), HostError> {
             self.state = Some(state.clone());
             Ok(())
         }
@@ -677,6 +668,7 @@ mod tests {
                 origin: "test",
             })
             .unwrap(),
+            mapping: Some(crate::render::calc::record(&r)),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
+use crate::state::{self, State};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -12,8 +12,8 @@ pub enum HostError {
     /// not start).
     #[error("`{cmd}` failed: {why}")]
     Command { cmd: String, why: String },
-    #[error("state file {path}: {why}")]
-    State { path: String, why: String },
+    #[error("state file {0}")]
+    State(String),
 }
 
 pub trait Host {
@@ -21,8 +21,9 @@ pub trait Host {
     fn query(&mut self, argv: &[&str]) -> Result<String, HostError>;
     /// Runs a command that changes the system; `stdin` is fed to it (an `nft -f -` script).
     fn change(&mut self, argv: &[&str], stdin: Option<&str>) -> Result<(), HostError>;
-    fn load_state(&mut self, name: &str) -> Option<Value>;
-    fn save_state(&mut self, name: &str, state: &Value) -> Result<(), HostError>;
+    /// The saved state of `name`; an unreadable or refused one is reported and taken as none.
+    fn load_state(&mut self, name: &str) -> Option<State>;
+    fn save_state(&mut self, state: &State) -> Result<(), HostError>;
     fn clear_state(&mut self, name: &str);
     /// A progress or warning line for the user (stderr).
     fn log(&mut self, line: &str);
@@ -48,7 +49,7 @@ pub fn show(argv: &[&str]) -> String {
 fn run(argv: &[&str], stdin: Option<&str>) -> Result<String, HostError> {
     crate::command::run(argv, stdin).map_err(|why| HostError::Command {
         cmd: show(argv),
-        why,
+        why: why.to_string(),
     })
 }
 
@@ -83,26 +84,22 @@ impl Host for RealHost {
         run(argv, stdin).map(|_| ())
     }
 
-    fn load_state(&mut self, name: &str) -> Option<Value> {
-        serde_json::from_str(&std::fs::read_to_string(self.path(name)).ok()?).ok()
+    fn load_state(&mut self, name: &str) -> Option<State> {
+        match state::load(&self.state_dir, name) {
+            Ok(s) => s,
+            Err(e) => {
+                self.log(&format!("mape: warning: ignoring the state file: {e}"));
+                None
+            }
+        }
     }
 
-    fn save_state(&mut self, name: &str, state: &Value) -> Result<(), HostError> {
-        let path = self.path(name);
-        let err = |e: std::io::Error| HostError::State {
-            path: path.display().to_string(),
-            why: e.to_string(),
-        };
-        std::fs::create_dir_all(&self.state_dir).map_err(err)?;
-        // Write then rename: a reader (the dispatcher hook's `up --if-changed`) never sees half
-        // a file.
-        let tmp = self.state_dir.join(format!(".{name}.json.tmp"));
-        std::fs::write(&tmp, format!("{state}\n")).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+    fn save_state(&mut self, s: &State) -> Result<(), HostError> {
+        state::save(&self.state_dir, s).map_err(|e| HostError::State(e.to_string()))
     }
 
     fn clear_state(&mut self, name: &str) {
-        let _ = std::fs::remove_file(self.path(name));
+        state::remove(&self.state_dir, name);
     }
 
     fn log(&mut self, line: &str) {
@@ -145,15 +142,16 @@ impl Host for DryRunHost {
         Ok(())
     }
 
-    fn load_state(&mut self, name: &str) -> Option<Value> {
+    fn load_state(&mut self, name: &str) -> Option<State> {
         self.real.load_state(name)
     }
 
-    fn save_state(&mut self, name: &str, state: &Value) -> Result<(), HostError> {
-        let path = self.real.path(name);
+    fn save_state(&mut self, state: &State) -> Result<(), HostError> {
+        let path = self.real.path(&state.name);
         self.script.push(format!(
-            "# then save the state to {}: {state}",
-            path.display()
+            "# then save the state to {}: {}",
+            path.display(),
+            state.to_json()
         ));
         Ok(())
     }

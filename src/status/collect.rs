@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::BufRead as _;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -26,6 +26,7 @@ use super::{
 };
 use crate::engine::PortSet;
 use crate::names::{check_name, ifname_for, is_dev_name, is_table_name, table_for};
+use crate::state::{self, MappingRecord, State};
 
 const PROC_CONNTRACK: &str = "/proc/net/nf_conntrack";
 const PROC_STAT: &str = "/proc/net/stat/nf_conntrack";
@@ -36,8 +37,10 @@ const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 pub trait Source {
     /// A whole (small) file, `None` if it cannot be read.
     fn read(&mut self, path: &str) -> Option<String>;
-    /// Names (without `.json`) of the regular `*.json` files directly in `dir`, sorted.
-    fn list_json(&mut self, dir: &str) -> Vec<String>;
+    /// Names of the state files in `dir` (see [`crate::state::list`]), sorted.
+    fn state_names(&mut self, dir: &str) -> Vec<String>;
+    /// The state `name` in `dir`, if there is one we may trust ([`crate::state::load`]).
+    fn state(&mut self, dir: &str, name: &str) -> Option<State>;
     /// Runs a command (no shell) and returns its stdout.
     fn run(&mut self, cmd: &str, args: &[&str]) -> Result<String, String>;
     /// Unix time in seconds.
@@ -87,41 +90,17 @@ impl Source for RealSource {
         std::fs::read_to_string(path).ok()
     }
 
-    fn list_json(&mut self, dir: &str) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| {
-                let e = e.ok()?;
-                if !e.file_type().ok()?.is_file() {
-                    return None;
-                }
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".json")
-                    .map(str::to_string)
-            })
-            .collect();
-        names.sort();
-        names
+    fn state_names(&mut self, dir: &str) -> Vec<String> {
+        state::list(Path::new(dir))
+    }
+
+    fn state(&mut self, dir: &str, name: &str) -> Option<State> {
+        state::load(Path::new(dir), name).ok().flatten()
     }
 
     fn run(&mut self, cmd: &str, args: &[&str]) -> Result<String, String> {
-        let out = std::process::Command::new(cmd)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("{cmd}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            let err = String::from_utf8_lossy(&out.stderr);
-            Err(format!(
-                "{cmd}: {}",
-                err.lines().next().unwrap_or("failed").trim()
-            ))
-        }
+        let argv: Vec<&str> = std::iter::once(cmd).chain(args.iter().copied()).collect();
+        crate::command::run(&argv, None).map_err(|e| e.to_string())
     }
 
     fn now(&mut self) -> u64 {
@@ -168,11 +147,11 @@ pub struct Target {
     pub ubus_up: Option<bool>,
     /// The interface's netifd errors (code, data).
     pub errors: Vec<Warning>,
-    /// The calculator JSON, if known.
-    pub mapping: Option<Value>,
-    /// A state file without the calculator JSON (`mape up`'s): its `prefix`, `ce` and `br`
+    /// The mapping, if known.
+    pub mapping: Option<MappingRecord>,
+    /// A state file without the mapping (mape-rs 0.1's `mape up`): its prefix and CE address
     /// complete a mapping read back from the nft table.
-    pub hints: Option<Value>,
+    pub hints: Option<State>,
     pub ifname: String,
     pub table: String,
 }
@@ -192,39 +171,17 @@ impl Target {
     }
 }
 
-/// The calculator JSON inside a state file: `mapping`, or the calculator keys at the top.
-fn state_mapping(state: &Value) -> Option<Value> {
-    match state.get("mapping") {
-        Some(m) if m.is_object() => Some(m.clone()),
-        _ if state.get("ipv4").is_some() && state.get("port_sets").is_some() => Some(state.clone()),
-        _ => None,
-    }
-}
-
-fn apply_state(t: &mut Target, state: &Value) {
+fn apply_state(t: &mut Target, state: &State) {
     if t.mapping.is_none() {
-        t.mapping = state_mapping(state);
+        t.mapping = state.mapping.clone();
         if t.mapping.is_none() {
             t.hints = Some(state.clone());
         }
     }
-    if let Some(s) = state.get("ifname").and_then(Value::as_str) {
-        if is_dev_name(s) && t.ubus_up != Some(true) {
-            t.ifname = s.to_string();
-        }
+    if t.ubus_up != Some(true) {
+        t.ifname = state.ifname.clone();
     }
-    if let Some(s) = state.get("table").and_then(Value::as_str) {
-        if is_table_name(s) {
-            t.table = s.to_string();
-        }
-    }
-}
-
-fn read_state(src: &mut dyn Source, dir: &str, name: &str) -> Option<Value> {
-    let path = format!("{}/{name}.json", dir.trim_end_matches('/'));
-    src.read(&path)
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .filter(Value::is_object)
+    t.table = state.table.clone();
 }
 
 /// The one interface `name`, from its state file (the first of `dirs` that has one), else by
@@ -232,7 +189,7 @@ fn read_state(src: &mut dyn Source, dir: &str, name: &str) -> Option<Value> {
 pub fn discover_one(src: &mut dyn Source, dirs: &[String], name: &str) -> Option<Target> {
     check_name("interface", name).ok()?;
     for dir in dirs {
-        if let Some(state) = read_state(src, dir, name) {
+        if let Some(state) = src.state(dir, name) {
             let mut t = Target::new(name, "state");
             apply_state(&mut t, &state);
             return Some(t);
@@ -245,13 +202,13 @@ pub fn discover_one(src: &mut dyn Source, dirs: &[String], name: &str) -> Option
 /// `use_ubus`: ask netifd too (quietly skipped where there is no ubus).
 pub fn discover(src: &mut dyn Source, dirs: &[String], use_ubus: bool) -> Vec<Target> {
     let mut out: Vec<Target> = Vec::new();
-    let mut states: Vec<(String, Value)> = Vec::new();
+    let mut states: Vec<(String, State)> = Vec::new();
     for dir in dirs {
-        for name in src.list_json(dir) {
-            if check_name("interface", &name).is_err() || states.iter().any(|(n, _)| *n == name) {
+        for name in src.state_names(dir) {
+            if states.iter().any(|(n, _)| *n == name) {
                 continue;
             }
-            if let Some(v) = read_state(src, dir, &name) {
+            if let Some(v) = src.state(dir, &name) {
                 states.push((name, v));
             }
         }
@@ -279,7 +236,7 @@ pub fn discover(src: &mut dyn Source, dirs: &[String], use_ubus: bool) -> Vec<Ta
             }
             let mut t = Target::new(name, "ubus");
             t.ubus_up = i.get("up").and_then(Value::as_bool);
-            t.mapping = data_mape.filter(Value::is_object);
+            t.mapping = data_mape.as_ref().and_then(MappingRecord::from_json);
             if let Some(dev) = i.get("l3_device").and_then(Value::as_str) {
                 if is_dev_name(dev) {
                     t.ifname = dev.to_string();
@@ -610,17 +567,12 @@ pub fn collect(src: &mut dyn Source, targets: Vec<Target>, opts: &Options) -> Re
             .ok()
             .map(|text| parse_nft_table(&text));
         let mut ifname = t.ifname.clone();
-        let mut mapping = t.mapping.as_ref().and_then(MappingInfo::from_calc_json);
+        let mut mapping = t.mapping.as_ref().map(MappingInfo::from_record);
         if mapping.is_none() {
             if let Some((addr, len, sets)) = nft.as_ref().and_then(|n| n.snat.clone()) {
-                let hint = |k: &str| {
-                    let v = t.hints.as_ref()?.get(k)?.as_str()?;
-                    Some(v.to_string())
-                };
                 let extra = MappingExtra {
-                    prefix: hint("prefix"),
-                    ce: hint("ce"),
-                    br: hint("br"),
+                    prefix: t.hints.as_ref().map(|h| h.prefix.clone()),
+                    ce: t.hints.as_ref().map(|h| h.ce.to_string()),
                     ..MappingExtra::default()
                 };
                 mapping = Some(MappingInfo::new(addr, len, sets, extra));
@@ -834,7 +786,7 @@ pub(crate) mod tests {
         fn read(&mut self, path: &str) -> Option<String> {
             self.files.get(path).cloned()
         }
-        fn list_json(&mut self, dir: &str) -> Vec<String> {
+        fn state_names(&mut self, dir: &str) -> Vec<String> {
             let prefix = format!("{dir}/");
             self.files
                 .keys()
@@ -842,6 +794,10 @@ pub(crate) mod tests {
                 .filter(|n| !n.contains('/'))
                 .map(str::to_string)
                 .collect()
+        }
+        fn state(&mut self, dir: &str, name: &str) -> Option<State> {
+            let text = self.files.get(&format!("{dir}/{name}.json"))?;
+            State::from_json(name, &serde_json::from_str(text).ok()?).ok()
         }
         fn run(&mut self, cmd: &str, args: &[&str]) -> Result<String, String> {
             let line = format!("{cmd} {}", args.join(" "));
@@ -877,7 +833,10 @@ pub(crate) mod tests {
         };
         f.files.insert(
             "/st/wanmap.json".into(),
-            format!(r#"{{"ifname":"map-wanmap","table":"mape_wanmap","mapping":{V6PLUS_CALC}}}"#),
+            format!(
+                r#"{{"version":2,"frontend":"netifd","ifname":"map-wanmap","table":"mape_wanmap",
+                   "dev":"wan","ce":"240b:10:3f6c:d400:6a:483f:6c00:d400","mapping":{V6PLUS_CALC}}}"#
+            ),
         );
         f.cmds
             .insert("nft list tables".into(), "table ip mape_wanmap\n".into());
@@ -995,7 +954,9 @@ pub(crate) mod tests {
         let mut f = router();
         let mut ct = String::new();
         // 200 flows to one destination, over 200 distinct ports of ours: 83%.
-        let m = MappingInfo::from_calc_json(&serde_json::from_str(V6PLUS_CALC).unwrap()).unwrap();
+        let m = MappingInfo::from_record(
+            &MappingRecord::from_json(&serde_json::from_str(V6PLUS_CALC).unwrap()).unwrap(),
+        );
         let ports: Vec<u16> = m
             .port_sets
             .iter()
@@ -1104,8 +1065,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn plain_linux_state_without_mapping_uses_the_table() {
-        // `mape up`'s state file (in /run/mape): no calculator JSON; the table has the ports.
+    fn legacy_plain_linux_state_without_mapping_uses_the_table() {
+        // mape-rs 0.1's `mape up` state file (in /run/mape): no mapping; the table has the ports.
         let mut f = router();
         f.files.remove("/st/wanmap.json");
         f.files.insert(
@@ -1123,7 +1084,7 @@ pub(crate) mod tests {
         let m = s.mapping.as_ref().unwrap();
         assert_eq!(
             (m.port_count, m.ce.as_deref(), m.br.as_deref()),
-            (32, Some("240b::1"), Some("2404::64"))
+            (32, Some("240b::1"), None)
         );
         assert_eq!(m.prefix.as_deref(), Some("240b:10:3f6c:d400::/56"));
         assert!(s.up);

@@ -21,9 +21,8 @@ pub mod report;
 
 use std::net::Ipv4Addr;
 
-use serde_json::Value;
-
 use crate::engine::PortSet;
+use crate::state::MappingRecord;
 pub use collect::{collect, discover, discover_one, Options, RealSource, Source, Target};
 pub use conntrack::{Proto, Stats};
 
@@ -48,44 +47,21 @@ pub struct MappingInfo {
 }
 
 impl MappingInfo {
-    /// From `mape calc --json` / `data.mape` (see `render::calc::to_json`).
-    pub fn from_calc_json(v: &Value) -> Option<Self> {
-        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let ipv4: Ipv4Addr = v.get("ipv4")?.as_str()?.parse().ok()?;
-        let ipv4_prefix_len = v
-            .get("ipv4_prefix_len")
-            .and_then(Value::as_u64)
-            .unwrap_or(32)
-            .min(32) as u8;
-        let mut port_sets = Vec::new();
-        for s in v.get("port_sets")?.as_array()? {
-            let first = u16::try_from(s.get(0)?.as_u64()?).ok()?;
-            let last = u16::try_from(s.get(1)?.as_u64()?).ok()?;
-            if first > last {
-                return None;
-            }
-            port_sets.push(PortSet { first, last });
-        }
-        Some(Self::new(
-            ipv4,
-            ipv4_prefix_len,
-            port_sets,
+    /// From the calculator's record (state file, `data.mape`).
+    pub fn from_record(r: &MappingRecord) -> Self {
+        Self::new(
+            r.ipv4,
+            r.ipv4_prefix_len,
+            r.port_sets.clone(),
             MappingExtra {
-                isp: text("isp"),
-                prefix: text("prefix"),
-                psid: v
-                    .get("psid")
-                    .and_then(Value::as_u64)
-                    .and_then(|p| u16::try_from(p).ok()),
-                psid_len: v
-                    .get("rule")
-                    .and_then(|r| r.get("psid_len"))
-                    .and_then(Value::as_u64)
-                    .and_then(|p| u8::try_from(p).ok()),
-                ce: text("ce"),
-                br: text("br"),
+                isp: r.isp.clone(),
+                prefix: Some(r.prefix.clone()),
+                psid: Some(r.psid),
+                psid_len: Some(r.rule.psid_len),
+                ce: Some(r.ce.to_string()),
+                br: r.br.map(|b| b.to_string()),
             },
-        ))
+        )
     }
 
     fn new(ipv4: Ipv4Addr, ipv4_prefix_len: u8, mut sets: Vec<PortSet>, x: MappingExtra) -> Self {
@@ -332,15 +308,12 @@ pub struct Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn mapping_from_calc_json() {
-        let v = json!({"isp": "v6plus", "prefix": "240b:10:3f6c:d400::/56",
-            "rule": {"psid_len": 8}, "ipv4": "106.72.63.108", "ipv4_prefix_len": 32, "psid": 212,
-            "port_sets": [[11584, 11599], [7488, 7503]], "port_count": 32,
-            "ce": "240b:10:3f6c:d400:6a:483f:6c00:d400", "br": "2404:9200:225:100::64"});
-        let m = MappingInfo::from_calc_json(&v).unwrap();
+    fn mapping_from_the_record() {
+        let mut r = crate::state::tests::record();
+        r.port_sets.reverse();
+        let m = MappingInfo::from_record(&r);
         assert_eq!(m.port_count, 32);
         assert_eq!(m.port_sets[0].first, 7488, "sorted");
         assert_eq!(m.set_of(7490), Some(0));
@@ -351,17 +324,18 @@ mod tests {
         assert_eq!(m.psid_len, Some(8));
         assert!(m.owns_addr("106.72.63.108".parse().unwrap()));
         assert!(!m.owns_addr("106.72.63.109".parse().unwrap()));
-        assert!(MappingInfo::from_calc_json(&json!({"ipv4": "x", "port_sets": []})).is_none());
-        assert!(
-            MappingInfo::from_calc_json(&json!({"ipv4": "1.2.3.4", "port_sets": [[5, 4]]}))
-                .is_none()
-        );
     }
 
     #[test]
     fn prefix_ownership_and_percent() {
-        let v = json!({"ipv4": "192.0.2.16", "ipv4_prefix_len": 28, "port_sets": [[0, 65535]]});
-        let m = MappingInfo::from_calc_json(&v).unwrap();
+        let mut r = crate::state::tests::record();
+        r.ipv4 = "192.0.2.16".parse().unwrap();
+        r.ipv4_prefix_len = 28;
+        r.port_sets = vec![PortSet {
+            first: 0,
+            last: 65535,
+        }];
+        let m = MappingInfo::from_record(&r);
         assert_eq!(m.port_count, 65536);
         assert!(m.owns_addr("192.0.2.31".parse().unwrap()));
         assert!(!m.owns_addr("192.0.2.32".parse().unwrap()));

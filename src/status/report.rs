@@ -363,13 +363,12 @@ mod tests {
     use crate::status::{
         CtInfo, HostUse, MappingInfo, Proto, ProtoUse, SetUse, Stats, Table, Tunnel, Usage, Warning,
     };
-    use serde_json::json;
 
     fn sample() -> Report {
-        let calc = json!({"isp": "v6plus", "prefix": "240b:10:3f6c:d400::/56",
-            "rule": {"psid_len": 8}, "ipv4": "106.72.63.108", "ipv4_prefix_len": 32, "psid": 212,
-            "port_sets": [[7488, 7503], [11584, 11599]], "ce": "240b::1", "br": "2404::64"});
-        let m = MappingInfo::from_calc_json(&calc).unwrap();
+        let mut r = crate::state::tests::record();
+        r.ce = "240b::1".parse().unwrap();
+        r.br = Some("2404::64".parse().unwrap());
+        let m = MappingInfo::from_record(&r);
         let set = |i: usize, in_use, tcp| SetUse {
             set: m.port_sets[i],
             in_use,

@@ -120,3 +120,22 @@ pub fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A `ubus` stand-in for the namespace tests (a recorder, not netifd: the real netifd runs in
+/// the VM bed): `$FAKE_UBUS_DIR/status.json` answers any `network.interface.<x> status`,
+/// `dump.json` (else an empty list) answers `network.interface dump`, and every other call is
+/// appended to `calls.log`. It is only the messenger: addresses, nft tables and state are real.
+pub fn fake_ubus(dir: &std::path::Path) {
+    let script = r#"#!/bin/sh
+[ "$1" = -t ] && shift 2
+[ "$1" = call ] || exit 1
+case "$2 $3" in
+  network.interface.*" status") cat "$FAKE_UBUS_DIR/status.json" ;;
+  "network.interface dump") cat "$FAKE_UBUS_DIR/dump.json" 2>/dev/null || echo '{"interface":[]}' ;;
+  *) printf '%s %s %s\n' "$2" "$3" "$4" >> "$FAKE_UBUS_DIR/calls.log" ;;
+esac
+"#;
+    let path = dir.join("ubus");
+    std::fs::write(&path, script).unwrap();
+    run(&["chmod", "755", path.to_str().unwrap()]);
+}
