@@ -245,6 +245,32 @@ fn single_format_without_out_prints_the_bare_file() {
     assert!(text.contains("# ==> mape_enp1s0.iptables <=="));
 }
 
+/// Failures of the system (not of the input) exit 1, as wireguard-tools does: no prefix to be
+/// found on the WAN, a file that cannot be written.
+#[test]
+fn runtime_failures_are_one_line_and_exit_1() {
+    let dir = scratch("runtime");
+    std::fs::write(dir.join("not-a-dir"), "").unwrap();
+    for args in [
+        &["generate", "--wan", "mape-absent0", "--format", "nft"][..],
+        &[
+            "generate",
+            "--wan",
+            "enp1s0",
+            "--prefix",
+            "240b:10:3f6c:d400::/56",
+            "--out",
+            "not-a-dir/sub",
+        ],
+    ] {
+        let out = mape(&dir, &[], args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("mape: "), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = scratch("errors");

@@ -2,6 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::Failure;
 use clap::Args;
 use serde_json::json;
 
@@ -106,7 +107,7 @@ pub struct CalcArgs {
     pub json: bool,
 }
 
-pub fn calc(a: &CalcArgs) -> Result<i32, String> {
+pub fn calc(a: &CalcArgs) -> Result<i32, Failure> {
     let prefix: CustomerPrefix = a
         .prefix
         .parse()
@@ -135,7 +136,7 @@ pub struct RulesArgs {
     pub json: bool,
 }
 
-pub fn rules(a: &RulesArgs) -> Result<i32, String> {
+pub fn rules(a: &RulesArgs) -> Result<i32, Failure> {
     let isp = match a.isp.as_deref() {
         None => None,
         Some(s) => match IspChoice::parse(s)? {

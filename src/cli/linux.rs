@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::{runtime, Failure};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
@@ -183,7 +184,7 @@ fn rerun(cmd: &str, a: &MapArgs, tail: &[(&str, Option<String>)]) -> String {
 }
 
 /// The mapping for the prefix given or detected, and a note saying which.
-fn mapping(a: &MapArgs, host: &mut dyn Host) -> Result<(Resolved, String), String> {
+fn mapping(a: &MapArgs, host: &mut dyn Host) -> Result<(Resolved, String), Failure> {
     let input = a.rule.to_input()?;
     let resolve_one = |p: CustomerPrefix| -> Result<Resolved, String> {
         let source = input.to_source(Some(&p)).map_err(|e| e.to_string())?;
@@ -195,7 +196,8 @@ fn mapping(a: &MapArgs, host: &mut dyn Host) -> Result<(Resolved, String), Strin
             .map_err(|e: crate::engine::PrefixError| e.to_string())?;
         return Ok((resolve_one(p)?, "given with --prefix".into()));
     }
-    let (r, c) = detect::detect(host, &a.wan, &resolve_one).map_err(|e| e.to_string())?;
+    // A prefix found on the system that does not work is the system's state, not bad input.
+    let (r, c) = detect::detect(host, &a.wan, &resolve_one).map_err(runtime)?;
     Ok((r, format!("detected on {} from {}", a.wan, c.origin)))
 }
 
@@ -237,7 +239,7 @@ fn find_wan_network(dir: &Path, wan: &str) -> Option<String> {
     found.into_iter().next()
 }
 
-pub fn generate(a: &GenerateArgs) -> Result<i32, String> {
+pub fn generate(a: &GenerateArgs) -> Result<i32, Failure> {
     let m = &a.map;
     let n = names(Some(&m.wan), m.name.as_deref())?;
     let mut host = RealHost::new(state_dir());
@@ -249,7 +251,7 @@ pub fn generate(a: &GenerateArgs) -> Result<i32, String> {
         Some(w) => {
             check_name("wan-network", w).map_err(|e| e.to_string())?;
             if !w.ends_with(".network") {
-                return Err(format!("--wan-network {w:?}: must name a .network file"));
+                return Err(format!("--wan-network {w:?}: must name a .network file").into());
             }
             w.clone()
         }
@@ -335,9 +337,10 @@ pub fn generate(a: &GenerateArgs) -> Result<i32, String> {
     for f in &files {
         let path = dir.join(&f.path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| runtime(format!("{}: {e}", parent.display())))?;
         }
-        std::fs::write(&path, &f.text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, &f.text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
         println!("wrote {}", path.display());
     }
     let mut next = String::new();
@@ -373,7 +376,7 @@ fn link_mtu(host: &mut dyn Host, dev: &str) -> Option<u32> {
     v.get(0)?.get("mtu")?.as_u64().map(|m| m as u32)
 }
 
-pub fn up(a: &UpArgs) -> Result<i32, String> {
+pub fn up(a: &UpArgs) -> Result<i32, Failure> {
     let m = &a.map;
     let n = names(Some(&m.wan), m.name.as_deref())?;
     let real = RealHost::new(state_dir());
@@ -420,7 +423,7 @@ pub fn up(a: &UpArgs) -> Result<i32, String> {
         nft: script,
         mapping: Some(crate::render::calc::record(&resolved)),
     };
-    let outcome = apply::up(host, &plan, a.if_changed).map_err(|e| e.to_string())?;
+    let outcome = apply::up(host, &plan, a.if_changed).map_err(runtime)?;
     if let Some(dry) = &dry {
         println!("# mape up --dry-run: what up would run now (nothing was changed)");
         for line in &dry.script {
@@ -452,12 +455,12 @@ pub fn up(a: &UpArgs) -> Result<i32, String> {
     Ok(0)
 }
 
-pub fn down(a: &DownArgs) -> Result<i32, String> {
+pub fn down(a: &DownArgs) -> Result<i32, Failure> {
     let n = names(a.wan.as_deref(), a.name.as_deref())?;
     let real = RealHost::new(state_dir());
     let removed = if a.dry_run {
         let mut dry = DryRunHost::new(real);
-        let r = apply::down(&mut dry, &n.name, &n.ifname, &n.table).map_err(|e| e.to_string())?;
+        let r = apply::down(&mut dry, &n.name, &n.ifname, &n.table).map_err(runtime)?;
         println!("# mape down --dry-run: what down would run now (nothing was changed)");
         for line in &dry.script {
             println!("{line}");
@@ -465,7 +468,7 @@ pub fn down(a: &DownArgs) -> Result<i32, String> {
         r
     } else {
         let mut host = real;
-        apply::down(&mut host, &n.name, &n.ifname, &n.table).map_err(|e| e.to_string())?
+        apply::down(&mut host, &n.name, &n.ifname, &n.table).map_err(runtime)?
     };
     if removed.items.is_empty() {
         println!("mape: {}: nothing to remove", n.ifname);

@@ -1,7 +1,10 @@
 //! The `mape` command line. Thin: parse arguments, call provision/engine/render, print.
 //!
-//! Every error reaches the user as one line on stderr (`mape: <field> <value>: <problem>`) with
-//! exit status 2; nothing panics on input.
+//! Every error reaches the user as one line on stderr (`mape: <field> <value>: <problem>`);
+//! the exit status says which kind, as wireguard-tools does: 2 for bad input (arguments, rule
+//! values, a prefix given by hand: what clap also exits with), 1 for a failure at run time (a
+//! command or the kernel refused, no prefix found on the system, not root). Nothing panics on
+//! any input or argument vector.
 
 mod calc;
 mod linux;
@@ -14,6 +17,34 @@ use clap::{Parser, Subcommand};
 
 /// Exit status for bad input (as clap uses for usage errors).
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status for a failure at run time.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Why a command failed; the text is the one line the user sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Bad input: exit status 2.
+    Usage(String),
+    /// The system refused or lacks something: exit status 1.
+    Runtime(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Usage(s)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Self {
+        Failure::Usage(s.to_string())
+    }
+}
+
+/// A failure at run time (exit status 1).
+pub(crate) fn runtime(msg: impl std::fmt::Display) -> Failure {
+    Failure::Runtime(msg.to_string())
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,7 +99,11 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     match result {
         Ok(code) => code,
-        Err(msg) => fail(&msg),
+        Err(Failure::Usage(msg)) => fail(&msg),
+        Err(Failure::Runtime(msg)) => {
+            print_error(&msg);
+            EXIT_FAILURE
+        }
     }
 }
 
@@ -85,13 +120,18 @@ fn quiet_on_closed_stdout() {
 
 /// Prints one error line and returns the usage exit status.
 pub fn fail(msg: &str) -> i32 {
-    // Keep it to one line whatever the message holds (a value may contain a newline).
+    print_error(msg);
+    EXIT_USAGE
+}
+
+/// `mape: <msg>` on stderr, as one line whatever the message holds (a value may contain a
+/// newline).
+fn print_error(msg: &str) {
     let one_line: String = msg
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     eprintln!("mape: {one_line}");
-    EXIT_USAGE
 }
 
 fn clap_error(e: clap::Error) -> i32 {

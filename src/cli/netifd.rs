@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::{runtime, Failure};
 use clap::Args;
 use serde_json::Value;
 
@@ -63,7 +64,7 @@ fn need<'a>(x: Option<&'a str>, action: &str, what: &str) -> Result<&'a str, Str
     x.ok_or_else(|| format!("netifd {action}: missing {what}"))
 }
 
-pub fn run(a: &NetifdArgs) -> Result<i32, String> {
+pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
     let mut words: Vec<&str> = a.args.iter().map(String::as_str).collect();
     let proto = if ACTIONS.contains(&words[0]) {
         "mape"
@@ -112,7 +113,9 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 };
                 if let Some(dir) = &a.state_dir {
                     match sys.state.get(iface) {
-                        Some(s) => state::save(dir, s).map_err(|e| format!("--state-dir: {e}"))?,
+                        Some(s) => {
+                            state::save(dir, s).map_err(|e| runtime(format!("--state-dir: {e}")))?
+                        }
                         None => state::remove(dir, iface),
                     }
                 }
@@ -172,8 +175,8 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
         "reapply" => Ok(handler::reapply(&mut RealSystem::new())),
         // Declared neither renew- nor restart-handler; netifd does not call these.
         "renew" | "restart" => Ok(0),
-        other => Err(format!(
-            "netifd: unknown action {other:?} (dump, setup, teardown, watch)"
-        )),
+        other => {
+            Err(format!("netifd: unknown action {other:?} (dump, setup, teardown, watch)").into())
+        }
     }
 }

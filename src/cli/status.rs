@@ -1,6 +1,7 @@
 //! `mape status [--json] [--top N] [IFACE]`: ports in use per port set and LAN host, SNAT
 //! failures, tunnel state, for every MAP-E interface (netifd's or `mape up`'s).
 
+use super::{runtime, Failure};
 use clap::Args;
 
 use crate::status::report as render;
@@ -19,12 +20,14 @@ pub struct StatusArgs {
     pub top: usize,
 }
 
-pub fn run(a: &StatusArgs) -> Result<i32, String> {
+pub fn run(a: &StatusArgs) -> Result<i32, Failure> {
     // The conntrack table and nft need root; without it every count would be a wrong "0" or a
     // wrong "table missing". /proc/self belongs to the effective user.
     use std::os::unix::fs::MetadataExt as _;
     if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() != 0) {
-        return Err("status: needs root (it reads the conntrack table and nft)".into());
+        return Err(runtime(
+            "status: needs root (it reads the conntrack table and nft)",
+        ));
     }
     let mut src = RealSource::new();
     let dirs = RealSource::state_dirs();
@@ -32,10 +35,10 @@ pub fn run(a: &StatusArgs) -> Result<i32, String> {
     if let Some(want) = &a.iface {
         targets.retain(|t| t.name == *want || t.ifname == *want || t.table == *want);
         if targets.is_empty() {
-            return Err(format!(
+            return Err(runtime(format!(
                 "status {want:?}: no such MAP-E interface (looked in ubus, {}, nft tables)",
                 dirs.join(", ")
-            ));
+            )));
         }
     }
     let report = status::collect(

@@ -235,8 +235,8 @@ EOF
 chmod +x "$W/fakebin/nft"
 out=$(inns ce env PATH="$W/fakebin:$PATH" "$MAPE" up --wan wan0 2>&1)
 rc=$?
-if [ $rc = 2 ] && echo "$out" | grep -q "rolled back" && nothing_left >/dev/null; then
-	ok "nft failing: up exits 2, everything before it rolled back"
+if [ $rc = 1 ] && echo "$out" | grep -q "rolled back" && nothing_left >/dev/null; then
+	ok "nft failing: up exits 1 (a runtime failure), everything before it rolled back"
 else
 	fail "rollback when nft fails" "rc=$rc $out; $(nothing_left)"
 fi
