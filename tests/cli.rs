@@ -85,12 +85,15 @@ fn a_newline_in_a_value_stays_on_one_line() {
 #[test]
 fn unknown_isp() {
     let msg = refused(&["calc", V6PLUS_PD, "--isp", "plala"]);
-    names(&msg, &["isp", "\"plala\""]);
+    names(&msg, &["isp", "plala"]);
     for id in isp_ids() {
         names(&msg, &[&id]);
     }
     let msg = refused(&["rules", "--isp", "plala"]);
-    names(&msg, &["isp", "\"plala\""]);
+    names(&msg, &["isp", "plala"]);
+    for id in isp_ids() {
+        names(&msg, &[&id]);
+    }
 }
 
 #[test]
@@ -327,4 +330,28 @@ fn closed_stdout_ends_quietly() {
         "expected exit 0 or SIGPIPE, got {:?}",
         out.status
     );
+}
+
+/// Adding an ISP is one edit of data/mape-rules-jp.json: every ISP there (id, label, IID
+/// format) reaches the CLI's help and `mape rules --isps --json` (which the LuCI page reads
+/// through the rpcd plugin) without another edit.
+#[test]
+fn every_isp_of_the_data_reaches_help_and_the_isp_list() {
+    let data: Value = serde_json::from_str(DATA).unwrap();
+    let help = String::from_utf8(mape(&["calc", "--help"]).stdout).unwrap();
+    let out = mape(&["rules", "--isps", "--json"]);
+    assert!(out.status.success());
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let isps = data["isps"].as_array().unwrap();
+    assert_eq!(list.as_array().unwrap().len(), isps.len());
+    for (isp, listed) in isps.iter().zip(list.as_array().unwrap()) {
+        let id = isp["id"].as_str().unwrap();
+        let label = isp["label"].as_str().unwrap();
+        assert!(help.contains(&format!("- {id}:")), "--help lacks {id}");
+        assert!(help.contains(label), "--help lacks {label}");
+        assert_eq!(listed["id"], isp["id"]);
+        assert_eq!(listed["label"], isp["label"]);
+        assert_eq!(listed["iid_format"], isp["iid_format"]);
+        assert_eq!(listed["psid_offset"], isp["psid_offset"]);
+    }
 }

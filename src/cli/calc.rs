@@ -15,9 +15,9 @@ use crate::render::calc;
 /// Where the rule comes from; shared by every command that maps a prefix.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RuleFlags {
-    /// ISP whose built-in rules to use: auto (find it by the prefix), v6plus, ocn, biglobe, nuro,
-    /// or none (an explicit rule is required).
-    #[arg(long, value_name = "ISP")]
+    /// ISP whose built-in rules to use: auto (find it by the prefix), an ISP of the built-in
+    /// table, or none (an explicit rule is required).
+    #[arg(long, value_name = "ISP", value_parser = isp_values(true))]
     pub isp: Option<String>,
     /// OpenWrt mapcalc/odhcp6c rule string(s); psid in it is LEFT-aligned (psid=54272 is PSID 212
     /// with psidlen=8).
@@ -128,15 +128,48 @@ pub fn calc(a: &CalcArgs) -> Result<i32, Failure> {
 
 #[derive(Args, Debug)]
 pub struct RulesArgs {
-    /// Only this ISP's rules (v6plus, ocn, biglobe, nuro).
-    #[arg(long, value_name = "ISP")]
+    /// Only this ISP's rules.
+    #[arg(long, value_name = "ISP", value_parser = isp_values(false))]
     pub isp: Option<String>,
-    /// Print a JSON array.
+    /// List the ISPs (id, name, interface-ID format, PSID offset, rules) instead of the rules.
+    #[arg(long)]
+    pub isps: bool,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// The `--isp` values, from the compiled table: `auto`, each ISP (with its name as help), and
+/// with `none` for commands that also take an explicit rule.
+fn isp_values(with_none: bool) -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    let mut values = vec![PossibleValue::new("auto").help("find the ISP by the prefix")];
+    values.extend(
+        builtin::ISPS
+            .iter()
+            .map(|i| PossibleValue::new(i.id).help(i.label)),
+    );
+    if with_none {
+        values.push(PossibleValue::new("none").help("no built-in rules: give the rule"));
+    }
+    clap::builder::PossibleValuesParser::new(values)
+}
+
 pub fn rules(a: &RulesArgs) -> Result<i32, Failure> {
+    if a.isps {
+        if a.json {
+            println!("{}", calc::isps_json());
+        } else {
+            for i in builtin::ISPS {
+                let n = builtin::rules(Some(i)).filter(|r| r.verified()).count();
+                println!(
+                    "{:<8} {} ({} interface ID, PSID offset {}, {n} rules)",
+                    i.id, i.label, i.iid, i.psid_offset
+                );
+            }
+        }
+        return Ok(0);
+    }
     let isp = match a.isp.as_deref() {
         None => None,
         Some(s) => match IspChoice::parse(s)? {
@@ -158,7 +191,7 @@ pub fn rules(a: &RulesArgs) -> Result<i32, Failure> {
                     "psid_offset": rule.psid_offset,
                     "psid_len": rule.validate().unwrap_or(0),
                     "br": rule.br.map(|b| b.to_string()),
-                    "verified": r.verified,
+                    "verified": r.verified(),
                 })
             })
             .collect();
@@ -179,7 +212,7 @@ pub fn rules(a: &RulesArgs) -> Result<i32, Failure> {
                 rule.psid_offset,
                 rule.validate().unwrap_or(0),
                 rule.br.map(|b| b.to_string()).unwrap_or_default(),
-                if r.verified { "" } else { "  (unverified)" }
+                if r.verified() { "" } else { "  (unverified)" }
             );
         }
         println!(

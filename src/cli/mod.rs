@@ -156,8 +156,12 @@ fn clap_error(e: clap::Error) -> i32 {
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            match lines.next() {
-                Some(next) if first.ends_with(':') => fail(&format!("{first} {}", next.trim())),
+            match lines.next().map(str::trim) {
+                Some(next) if first.ends_with(':') => fail(&format!("{first} {next}")),
+                // An invalid value: say what would be valid, on the same line.
+                Some(next) if next.starts_with("[possible values:") => {
+                    fail(&format!("{first} {next}"))
+                }
                 _ => fail(first),
             }
         }

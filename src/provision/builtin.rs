@@ -2,7 +2,8 @@
 //! BIGLOBE IPv6 Option, NURO), compiled from `data/mape-rules-jp.json` by `build.rs`.
 //!
 //! These services send no DHCPv6 MAP options; the rule follows from the customer prefix alone.
-//! All of them use the draft-03 interface identifier and port-set index 0 excluded.
+//! Each ISP's interface-identifier format and PSID offset come from the data file too (all four
+//! use the draft-03 identifier and exclude port-set index 0).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -13,62 +14,83 @@ use crate::engine::{CustomerPrefix, IidFormat, Rule};
 /// One ISP (VNE) of the table.
 #[derive(Debug, PartialEq, Eq)]
 pub struct IspInfo {
+    /// What `isp`/`--isp` take: `v6plus`, `ocn`, ...
     pub id: &'static str,
+    /// The service's name as the ISP writes it (`v6プラス`), for LuCI and help texts.
+    pub label: &'static str,
+    /// A longer description with the operator and resellers.
     pub name: &'static str,
+    /// The CE interface identifier its BRs expect.
+    pub iid: IidFormat,
     pub br: Ipv6Addr,
     pub psid_offset: u8,
 }
 
-/// One rule in compact form (see `build.rs`).
+/// One rule in compact form (16 bytes; see `build.rs`).
 #[derive(Debug)]
 pub struct BuiltinRule {
-    pub isp: u8,
-    pub ipv6: u128,
-    pub ipv6_len: u8,
-    pub ipv4: u32,
-    pub ipv4_len: u8,
-    pub ea_len: u8,
-    pub br: u128,
-    /// False for rules kept apart as unverified (NURO's extrapolated ones): never auto-detected.
-    pub verified: bool,
+    /// Bits 0..32 and 32..48 of the rule's IPv6 prefix (the rest is zero).
+    v6_hi: u32,
+    v4: u32,
+    v6_mid: u16,
+    v6_len: u8,
+    v4_len: u8,
+    ea_len: u8,
+    /// Index into `BRS`.
+    br: u8,
+    /// Index into [`ISPS`]; the high bit marks a rule kept apart as unverified (NURO's
+    /// extrapolated ones), never auto-detected.
+    isp: u8,
 }
+
+const UNVERIFIED: u8 = 0x80;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
 impl BuiltinRule {
     pub fn isp(&self) -> &'static IspInfo {
-        &ISPS[usize::from(self.isp)]
+        &ISPS[usize::from(self.isp & !UNVERIFIED)]
+    }
+
+    /// False for rules kept apart as unverified: never auto-detected.
+    pub fn verified(&self) -> bool {
+        self.isp & UNVERIFIED == 0
+    }
+
+    fn ipv6_bits(&self) -> u128 {
+        (u128::from(self.v6_hi) << 96) | (u128::from(self.v6_mid) << 80)
     }
 
     pub fn ipv6_prefix(&self) -> Ipv6Net {
-        Ipv6Net::new(Ipv6Addr::from_bits(self.ipv6), self.ipv6_len).expect("table prefix length")
+        Ipv6Net::new(Ipv6Addr::from_bits(self.ipv6_bits()), self.v6_len)
+            .expect("table prefix length")
     }
 
     pub fn ipv4_prefix(&self) -> Ipv4Net {
-        Ipv4Net::new(Ipv4Addr::from(self.ipv4), self.ipv4_len).expect("table prefix length")
+        Ipv4Net::new(Ipv4Addr::from(self.v4), self.v4_len).expect("table prefix length")
     }
 
-    /// The rule as the engine takes it: draft-03 IID, the ISP's PSID offset, the rule's BR.
+    pub fn br(&self) -> Ipv6Addr {
+        BRS[usize::from(self.br)]
+    }
+
+    /// The rule as the engine takes it: the ISP's IID format and PSID offset, the rule's BR.
     pub fn to_rule(&self) -> Rule {
-        let mut rule = Rule::new(
-            self.ipv6_prefix(),
-            self.ipv4_prefix(),
-            self.ea_len,
-            IidFormat::Draft03,
-        );
-        rule.psid_offset = self.isp().psid_offset;
-        rule.br = Some(Ipv6Addr::from_bits(self.br));
+        let isp = self.isp();
+        let mut rule = Rule::new(self.ipv6_prefix(), self.ipv4_prefix(), self.ea_len, isp.iid);
+        rule.psid_offset = isp.psid_offset;
+        rule.br = Some(self.br());
         rule
     }
 
     fn contains(&self, prefix: &CustomerPrefix) -> bool {
-        let len = u32::from(self.ipv6_len);
+        let len = u32::from(self.v6_len);
         let mask = if len == 0 {
             0
         } else {
             u128::MAX << (128 - len)
         };
-        prefix.len() >= self.ipv6_len && prefix.bits() & mask == self.ipv6
+        prefix.len() >= self.v6_len && prefix.bits() & mask == self.ipv6_bits()
     }
 }
 
@@ -120,15 +142,15 @@ pub fn lookup(prefix: &CustomerPrefix, choice: IspChoice) -> Option<Found> {
     RULES
         .iter()
         .filter(|r| match choice {
-            IspChoice::Auto => r.verified,
+            IspChoice::Auto => r.verified(),
             IspChoice::Only(isp) => std::ptr::eq(r.isp(), isp),
         })
         .filter(|r| r.contains(prefix))
-        .max_by_key(|r| r.ipv6_len)
+        .max_by_key(|r| r.v6_len)
         .map(|r| Found {
             isp: r.isp(),
             rule: r.to_rule(),
-            verified: r.verified,
+            verified: r.verified(),
         })
 }
 
@@ -149,17 +171,20 @@ mod tests {
         assert_eq!(rules(isp_by_id("ocn")).count(), 472);
         assert_eq!(rules(isp_by_id("biglobe")).count(), 258);
         assert_eq!(rules(isp_by_id("v6plus")).count(), 4);
-        assert_eq!(rules(isp_by_id("nuro")).filter(|r| r.verified).count(), 4);
+        assert_eq!(rules(isp_by_id("nuro")).filter(|r| r.verified()).count(), 4);
         for r in RULES.iter() {
             let rule = r.to_rule();
             assert!(rule.validate().is_ok(), "{rule:?}");
-            assert_eq!(r.ipv6_len + r.ea_len, 56);
+            assert_eq!(r.v6_len + r.ea_len, 56);
+            assert_eq!(rule.iid, IidFormat::Draft03);
         }
+        assert_eq!(std::mem::size_of::<BuiltinRule>(), 16);
+        assert_eq!(BRS.len(), 5);
     }
 
     #[test]
     fn rules_do_not_overlap() {
-        let verified: Vec<_> = RULES.iter().filter(|r| r.verified).collect();
+        let verified: Vec<_> = RULES.iter().filter(|r| r.verified()).collect();
         for (i, a) in verified.iter().enumerate() {
             for b in &verified[i + 1..] {
                 let (pa, pb) = (a.ipv6_prefix(), b.ipv6_prefix());

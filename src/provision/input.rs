@@ -108,12 +108,21 @@ impl RuleInput {
                 return Err(InputError::NoRule);
             }
             let choice = IspChoice::parse(isp).map_err(InputError::Isp)?;
-            if let Some(IidFormat::Rfc7597) = self.iid {
-                // Built-in ISPs all need draft-03; an explicit RFC IID is a contradiction worth
-                // refusing rather than silently building a CE address their BRs ignore.
-                return Err(InputError::Isp(format!(
-                    "isp {isp}: the built-in ISPs use the draft03 interface ID, not rfc7597"
-                )));
+            if let Some(want) = self.iid {
+                // Each built-in ISP's BRs expect one interface-ID format (from the data); another
+                // one is a contradiction worth refusing rather than silently building a CE
+                // address those BRs ignore.
+                let mut isps = super::builtin::ISPS.iter();
+                let other = match choice {
+                    IspChoice::Only(i) => (i.iid != want).then_some(i),
+                    IspChoice::Auto => isps.find(|i| i.iid != want),
+                };
+                if let Some(i) = other {
+                    return Err(InputError::Isp(format!(
+                        "isp {isp}: {} uses the {} interface ID, not {want}",
+                        i.id, i.iid
+                    )));
+                }
             }
             return Ok(RuleSource::Builtin(choice));
         }

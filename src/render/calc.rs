@@ -37,6 +37,25 @@ pub fn record(r: &Resolved) -> MappingRecord {
     }
 }
 
+/// `mape rules --isps --json`: the built-in ISPs, for scripts and LuCI (through the rpcd
+/// plugin): `[{"id", "label", "name", "iid_format", "psid_offset", "rules"}]`.
+pub fn isps_json() -> Value {
+    use crate::provision::builtin;
+    builtin::ISPS
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "id": i.id,
+                "label": i.label,
+                "name": i.name,
+                "iid_format": i.iid.as_str(),
+                "psid_offset": i.psid_offset,
+                "rules": builtin::rules(Some(i)).filter(|r| r.verified()).count(),
+            })
+        })
+        .collect()
+}
+
 /// `mape calc --json` (schema in docs/calc.md); read back with [`MappingRecord::from_json`].
 pub fn to_json(r: &Resolved) -> Value {
     record(r).to_json()
