@@ -21,5 +21,6 @@ pub mod state;
 pub mod cli;
 pub mod command;
 pub mod handler;
+#[cfg(feature = "linux")]
 pub mod linux;
 pub mod status;

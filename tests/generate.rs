@@ -5,6 +5,7 @@
 //! test regenerates each case and compares byte for byte. After an intended change, run
 //! `MAPE_UPDATE_GOLDEN=1 cargo test --test generate` and review the diff by hand: the networkd
 //! keys must stay what systemd.netdev(5)/systemd.network(5) document.
+#![cfg(feature = "linux")]
 
 mod common;
 use common::sh;

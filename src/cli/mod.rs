@@ -7,9 +7,37 @@
 //! any input or argument vector.
 
 mod calc;
+#[cfg(feature = "linux")]
 mod linux;
 mod netifd;
 mod status;
+
+/// A router build (without the `linux` feature) has no plain-Linux front end: its
+/// `generate`/`up`/`down` take any arguments and refuse with one line.
+#[cfg(not(feature = "linux"))]
+mod linux {
+    use super::Failure;
+
+    #[derive(clap::Args, Debug)]
+    pub struct NoLinuxArgs {
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true, hide = true)]
+        args: Vec<std::ffi::OsString>,
+    }
+    pub type GenerateArgs = NoLinuxArgs;
+    pub type UpArgs = NoLinuxArgs;
+    pub type DownArgs = NoLinuxArgs;
+
+    pub fn refuse(_: &NoLinuxArgs) -> Result<i32, Failure> {
+        Err(Failure::Usage(
+            "this build of mape has no plain-Linux front end (generate, up, down): it is the \
+             OpenWrt build; use proto mape, or install mape with `cargo install` on a Linux host"
+                .into(),
+        ))
+    }
+    pub use refuse as down;
+    pub use refuse as generate;
+    pub use refuse as up;
+}
 
 use std::ffi::OsString;
 
@@ -67,10 +95,13 @@ enum Cmd {
     /// The OpenWrt netifd protocol handler (`proto mape`), also for dry runs by hand.
     Netifd(netifd::NetifdArgs),
     /// Write systemd-networkd, nft and iptables files for a plain Linux router, for review.
+    #[cfg_attr(not(feature = "linux"), command(hide = true))]
     Generate(linux::GenerateArgs),
     /// Bring MAP-E up on a plain Linux router (iproute2 + nft); idempotent.
+    #[cfg_attr(not(feature = "linux"), command(hide = true))]
     Up(linux::UpArgs),
     /// Remove what `up` set up (tunnel, nft table, CE address); idempotent.
+    #[cfg_attr(not(feature = "linux"), command(hide = true))]
     Down(linux::DownArgs),
     /// Show each MAP-E interface: mapping, tunnel, ports in use per set and host, SNAT failures.
     Status(status::StatusArgs),
