@@ -36,6 +36,9 @@ tests/e2e/run.sh
 echo "== plain Linux: mape up/down, iptables and networkd files through a real ip6tnl (VM)"
 tests/e2e/linux-run.sh
 
+echo "== the README's runnable commands, as written (scripts/check-readme.sh)"
+scripts/check-readme.sh
+
 echo "== LuCI protocol page in headless Chromium (tests/luci)"
 bash tests/luci/run.sh
 

@@ -107,6 +107,12 @@ enum Cmd {
     Status(status::StatusArgs),
 }
 
+/// The clap definition of the command line (for the man pages, tests/manpage.rs).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    Cli::command()
+}
+
 /// Runs the command line and returns the process exit status.
 pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let cli = match Cli::try_parse_from(args) {
