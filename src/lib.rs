@@ -24,3 +24,4 @@ pub mod handler;
 #[cfg(feature = "linux")]
 pub mod linux;
 pub mod status;
+pub mod ubus;

@@ -355,3 +355,30 @@ fn every_isp_of_the_data_reaches_help_and_the_isp_list() {
         assert_eq!(listed["psid_offset"], isp["psid_offset"]);
     }
 }
+
+/// Behind an NTT home gateway the router gets a /60 (or /64) of the /56 other than subnet 0,
+/// and the CE address lies in subnet 0: that is MAP-E as designed, so no warning, and the text
+/// says where the address is with the real lengths.
+#[test]
+fn home_gateway_prefixes_give_no_warning() {
+    for prefix in ["240b:10:3f6c:d410::/60", "240b:10:3f6c:d4ab::/64"] {
+        let out = mape(&["calc", prefix]);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!text.contains("warning") && err.is_empty(), "{prefix}: {text}{err}");
+        let len = prefix.rsplit('/').next().unwrap();
+        assert!(
+            text.contains(&format!(
+                "in subnet 0 of the /56 240b:10:3f6c:d400::/56, outside the given /{len}"
+            )),
+            "{text}"
+        );
+        let j = mape(&["calc", prefix, "--json"]);
+        let v: Value = serde_json::from_slice(&j.stdout).unwrap();
+        assert_eq!(v["warnings"], serde_json::json!([]));
+    }
+    // Subnet 0 itself: nothing to say.
+    let text = String::from_utf8(mape(&["calc", "240b:10:3f6c:d400::/60"]).stdout).unwrap();
+    assert!(!text.contains("subnet 0 of"), "{text}");
+}

@@ -537,13 +537,9 @@ fn isp_vectors_auto_detected() {
             e.name
         );
         assert_eq!(r.mapping.ce_outside_prefix(), outside, "{}", e.name);
-        assert_eq!(
-            r.warnings.len(),
-            usize::from(outside),
-            "{}: {:?}",
-            e.name,
-            r.warnings
-        );
+        // A CE address outside the given /64 (subnet 0 of the /56) is MAP-E as designed, the
+        // NTT home-gateway topology: no warning.
+        assert!(r.warnings.is_empty(), "{}: {:?}", e.name, r.warnings);
 
         // The same rule with the RFC 7597 IID gives the data file's "not used" form.
         let mut rfc_rule = r.mapping.rule.clone();
@@ -601,12 +597,7 @@ fn isp_vectors_through_the_binary() {
         let j = calc_json(&[str_field(&v, "input")]);
         e.check_json(&j);
         let warnings = j["warnings"].as_array().expect("warnings array");
-        assert_eq!(
-            warnings.len(),
-            usize::from(ce_outside_input(&v)),
-            "{}",
-            e.name
-        );
+        assert!(warnings.is_empty(), "{}: {warnings:?}", e.name);
     }
 }
 

@@ -147,8 +147,19 @@ impl Mapping {
         self.ports.owns_port(port)
     }
 
-    /// True when the CE's IPv6 address lies outside the given /64: the user gave a /64 whose
-    /// subnet ID is not 0, so the CE address must be added separately (vector T6).
+    /// The end-user IPv6 prefix the EA bits describe (rule prefix + EA bits, e.g. the /56 of a
+    /// v6plus line): the CE address is in its subnet 0.
+    pub fn end_user_prefix(&self) -> Ipv6Net {
+        let len = self.rule.ipv6_prefix.prefix_len() + self.rule.ea_len;
+        Ipv6Net::new(Ipv6Addr::from_bits(self.prefix.bits() & mask128(len)), len)
+            .expect("rule prefix + EA bits <= 64")
+    }
+
+    /// True when the CE's IPv6 address lies outside the given prefix: a /60 or /64 of the
+    /// end-user prefix other than its subnet 0, as an NTT home gateway delegates (it keeps
+    /// subnet 0 for its own LAN, where the CE address is reached by neighbour discovery), or an
+    /// RA /64 with a non-zero subnet ID (vector T6). Not an error: the handler adds the CE
+    /// address to the WAN itself (docs/hgw.md).
     pub fn ce_outside_prefix(&self) -> bool {
         let len = self.prefix.len().min(64);
         (self.ce.addr().to_bits() ^ self.prefix.bits()) & mask128(len) != 0

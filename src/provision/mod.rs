@@ -97,12 +97,8 @@ pub fn resolve(source: &RuleSource, prefix: CustomerPrefix) -> Result<Resolved, 
         }
     };
     let mapping = Mapping::compute(&rule, prefix)?;
-    if mapping.ce_outside_prefix() {
-        warnings.push(format!(
-            "the CE address {} is not inside the given /64 {}: MAP-E uses subnet ID 0 of the delegated prefix",
-            mapping.ce, prefix
-        ));
-    }
+    // A CE address outside the given prefix (a /60 or /64 of the /56 other than subnet 0, as
+    // behind an NTT home gateway) is how MAP-E works, not a problem: no warning (docs/hgw.md).
     if mapping.br.is_none() {
         warnings.push("the rule has no BR address: the tunnel needs one (peeraddr / --br)".into());
     }

@@ -106,6 +106,16 @@ pub fn to_text(r: &Resolved) -> String {
         let _ = writeln!(s, "Ports       all 65536");
     }
     let _ = writeln!(s, "CE IPv6     {} ({} interface ID)", m.ce, m.rule.iid);
+    if m.ce_outside_prefix() {
+        // Not a problem (docs/hgw.md): say where the address lives, with the real lengths.
+        let eu = m.end_user_prefix();
+        let _ = writeln!(
+            s,
+            "            in subnet 0 of the /{} {eu}, outside the given /{}: as behind an NTT home gateway, reached on the WAN link",
+            eu.prefix_len(),
+            m.prefix.len()
+        );
+    }
     match m.br {
         Some(br) => {
             let _ = writeln!(s, "BR          {br}");

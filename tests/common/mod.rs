@@ -139,3 +139,83 @@ esac
     std::fs::write(&path, script).unwrap();
     run(&["chmod", "755", path.to_str().unwrap()]);
 }
+
+/// The real OpenWrt userland (ubusd, rpcd, netifd, ucode, ...) built by
+/// tests/openwrt/userland.sh, or `None` with one "SKIP:" line when its sources are absent
+/// outside CI (the script fails in CI, and so does this).
+pub fn userland() -> Option<PathBuf> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openwrt/userland.sh");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/openwrt/userland.sh");
+    match out.status.code() {
+        Some(0) => Some(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )),
+        Some(77) => None,
+        _ => panic!("tests/openwrt/userland.sh failed (see above)"),
+    }
+}
+
+/// A real ubusd on a socket of its own, killed on drop.
+pub struct Ubusd {
+    pub socket: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Ubusd {
+    pub fn start(prefix: &std::path::Path, dir: &std::path::Path) -> Self {
+        let socket = dir.join("ubus.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(prefix.join("sbin/ubusd"))
+            .arg("-s")
+            .arg(&socket)
+            .spawn()
+            .expect("start ubusd");
+        let u = Ubusd {
+            socket,
+            children: vec![child],
+        };
+        wait_for(|| u.socket.exists(), "ubusd's socket");
+        u
+    }
+
+    /// Starts another program of the userland against this ubusd (killed on drop).
+    pub fn spawn(&mut self, prefix: &std::path::Path, argv: &[&str]) {
+        let child = Command::new(prefix.join(argv[0]))
+            .args(&argv[1..])
+            .env("LD_LIBRARY_PATH", prefix.join("lib"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {argv:?}: {e}"));
+        self.children.push(child);
+    }
+
+    /// The real `ubus` CLI against this ubusd.
+    pub fn cli(&self, prefix: &std::path::Path, args: &[&str]) -> Output {
+        Command::new(prefix.join("bin/ubus"))
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Ubusd {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `cond` for up to 10 s.
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
