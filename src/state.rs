@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Map, Value};
 
-use crate::engine::PortSet;
+use crate::engine::{PortParams, PortSet};
 use crate::names::{check_name, is_dev_name, is_table_name};
 
 /// Version of the state file's JSON. Files without a version (mape-rs 0.1) are read for what
@@ -97,14 +97,26 @@ impl MappingRecord {
     pub fn from_json(v: &Value) -> Option<Self> {
         let o = v.as_object()?;
         let rule = o.get("rule")?.as_object()?;
+        let psid = u16::try_from(o.get("psid")?.as_u64()?).ok()?;
         let mut port_sets = Vec::new();
-        for s in o.get("port_sets")?.as_array()? {
-            let first = u16::try_from(s.get(0)?.as_u64()?).ok()?;
-            let last = u16::try_from(s.get(1)?.as_u64()?).ok()?;
-            if first > last || port_sets.last().is_some_and(|p: &PortSet| p.last >= first) {
-                return None;
+        match o.get("port_sets") {
+            // netifd's data.mape leaves long lists out (DATA_MAX_SETS): they follow from the
+            // PSID offset, length and value.
+            None if o.get("port_sets_omitted") == Some(&Value::Bool(true)) => {
+                let params =
+                    PortParams::new(small(rule, "psid_offset")?, small(rule, "psid_len")?, psid)?;
+                port_sets.extend(params.sets());
             }
-            port_sets.push(PortSet { first, last });
+            sets => {
+                for s in sets?.as_array()? {
+                    let first = u16::try_from(s.get(0)?.as_u64()?).ok()?;
+                    let last = u16::try_from(s.get(1)?.as_u64()?).ok()?;
+                    if first > last || port_sets.last().is_some_and(|p: &PortSet| p.last >= first) {
+                        return None;
+                    }
+                    port_sets.push(PortSet { first, last });
+                }
+            }
         }
         let br = match o.get("br") {
             None | Some(Value::Null) => None,
@@ -127,7 +139,7 @@ impl MappingRecord {
             iid_format: text(o, "iid_format")?.to_string(),
             ipv4: text(o, "ipv4")?.parse().ok()?,
             ipv4_prefix_len: small(o, "ipv4_prefix_len").filter(|l| *l <= 32)?,
-            psid: u16::try_from(o.get("psid")?.as_u64()?).ok()?,
+            psid,
             port_sets,
             port_count: u32::try_from(o.get("port_count")?.as_u64()?).ok()?,
             ce: text(o, "ce")?.parse().ok()?,

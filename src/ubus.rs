@@ -431,7 +431,9 @@ impl Ubus {
             return Err(UbusError::TooLarge(out.len() - MSG_HDR));
         }
         self.sock.set_write_timeout(Some(self.timeout))?;
-        self.sock.write_all(&out).map_err(|e| timeout_or(e, self.timeout))?;
+        self.sock
+            .write_all(&out)
+            .map_err(|e| timeout_or(e, self.timeout))?;
         Ok(self.seq)
     }
 
@@ -488,7 +490,9 @@ impl Ubus {
                     None => Value::Object(Map::new()),
                 };
                 self.events.push_back(Event::Notify(kind, data));
-                if m.get(attr::NO_REPLY).map_or(true, |b| b.first() == Some(&0)) {
+                if m.get(attr::NO_REPLY)
+                    .map_or(true, |b| b.first() == Some(&0))
+                {
                     // Our status for this request, to the peer that sent it.
                     let mut out = Vec::new();
                     MsgHeader {
@@ -512,7 +516,13 @@ impl Ubus {
     }
 
     /// Sends a request and collects its DATA messages until its STATUS.
-    fn request(&mut self, kind: u8, peer: u32, attrs: &Attrs, what: &str) -> Result<Vec<Message>, UbusError> {
+    fn request(
+        &mut self,
+        kind: u8,
+        peer: u32,
+        attrs: &Attrs,
+        what: &str,
+    ) -> Result<Vec<Message>, UbusError> {
         let seq = self.send(kind, peer, attrs)?;
         let deadline = Instant::now() + self.timeout;
         let mut data = Vec::new();
@@ -584,9 +594,7 @@ impl Ubus {
                 me
             }
         };
-        let attrs = Attrs::default()
-            .u32(attr::OBJID, me)
-            .u32(attr::TARGET, id);
+        let attrs = Attrs::default().u32(attr::OBJID, me).u32(attr::TARGET, id);
         self.request(msg::SUBSCRIBE, 0, &attrs, &format!("subscribe {path}"))?;
         Ok(())
     }
@@ -608,7 +616,10 @@ impl Ubus {
 }
 
 fn timeout_or(e: io::Error, t: Duration) -> UbusError {
-    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
         UbusError::Timeout(t)
     } else {
         UbusError::Io(e)

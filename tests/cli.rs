@@ -366,7 +366,10 @@ fn home_gateway_prefixes_give_no_warning() {
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         let err = String::from_utf8(out.stderr).unwrap();
-        assert!(!text.contains("warning") && err.is_empty(), "{prefix}: {text}{err}");
+        assert!(
+            !text.contains("warning") && err.is_empty(),
+            "{prefix}: {text}{err}"
+        );
         let len = prefix.rsplit('/').next().unwrap();
         assert!(
             text.contains(&format!(
@@ -381,4 +384,82 @@ fn home_gateway_prefixes_give_no_warning() {
     // Subnet 0 itself: nothing to say.
     let text = String::from_utf8(mape(&["calc", "240b:10:3f6c:d400::/60"]).stdout).unwrap();
     assert!(!text.contains("subnet 0 of"), "{text}");
+}
+
+/// No argument vector makes mape panic or die of a signal: odd words, missing words, empty and
+/// non-UTF-8 strings, for every subcommand. Each failure is one line with exit status 1 or 2.
+#[test]
+fn no_argument_vector_kills_mape() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let bad = OsString::from_vec(vec![0xff, 0xfe, b'x']);
+    let mut vectors: Vec<Vec<OsString>> = Vec::new();
+    let words: &[&[&str]] = &[
+        &[],
+        &[""],
+        &["--"],
+        &["-"],
+        &["netifd"],
+        &["netifd", ""],
+        &["netifd", "mape"],
+        &["netifd", "", ""],
+        &["netifd", "setup"],
+        &["netifd", "mape", "setup"],
+        &["netifd", "setup", "wanmap"],
+        &["netifd", "setup", "../x", "{}", "--dry-run"],
+        &["netifd", "setup", "wanmap", "not json", "--dry-run"],
+        &["netifd", "setup", "wanmap", "[]", "--dry-run"],
+        &["netifd", "teardown"],
+        &["netifd", "watch"],
+        &["netifd", "watch", "wanmap", "{}", "--current", "x"],
+        &["netifd", "watch", "wanmap", "{", "--once"],
+        &["netifd", "frobnicate"],
+        &["netifd", "mape", "frobnicate", "a", "b", "c", "d", "e"],
+        &["netifd", "dump", "--tunlink-status"],
+        &["calc"],
+        &["calc", ""],
+        &["calc", "::/0"],
+        &["calc", "240b:10:3f6c:d400::/129"],
+        &["calc", "240b:10:3f6c:d400::/56", "--rule", ""],
+        &["calc", "240b:10:3f6c:d400::/56", "--dhcpv6-hex", "zz"],
+        &["calc", "240b:10:3f6c:d400::/56", "--ea-len", "999"],
+        &["rules", "--isp"],
+        &["status", "--top", "-1"],
+        &["status", "--top", "99999999999999999999"],
+        &["generate"],
+        &["up", "--wan"],
+        &["down", "--name", "../../etc"],
+        &["help", "nope"],
+        &["--version", "--help"],
+    ];
+    for w in words {
+        vectors.push(w.iter().map(OsString::from).collect());
+    }
+    vectors.push(vec![bad.clone()]);
+    vectors.push(vec!["netifd".into(), bad.clone()]);
+    vectors.push(vec!["calc".into(), bad]);
+    for v in vectors {
+        let out = Command::new(env!("CARGO_BIN_EXE_mape"))
+            .args(&v)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.signal().is_none(),
+            "{v:?}: killed by a signal: {err}"
+        );
+        assert!(!err.contains("panicked"), "{v:?}: {err}");
+        let code = out.status.code().unwrap();
+        assert!([0, 1, 2, 3].contains(&code), "{v:?}: exit {code}");
+        if code == 1 || code == 2 {
+            // One `mape:` line (clap's own usage errors too), unless it is help text.
+            let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert!(
+                lines.len() == 1 && lines[0].starts_with("mape: ")
+                    || lines.iter().any(|l| l.starts_with("Usage:")),
+                "{v:?}: {err}"
+            );
+        }
+    }
 }

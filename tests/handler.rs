@@ -1,7 +1,7 @@
 //! The netifd handler fed netifd-shaped config JSON and ubus status JSON, checked field by
 //! field (through the dry-run system, which records instead of acting).
 
-use mape::handler::{self, DryRun};
+use mape::handler::{self, DryRun, Step, Verdict, Wake, Watcher};
 use serde_json::{json, Value};
 
 const EXE: &str = "/usr/sbin/mape";
@@ -47,10 +47,10 @@ fn v6plus_pd56_isp_auto() {
         Some(status(&[("240b:10:3f6c:d400::", 56)], &[])),
     );
     assert_eq!(code, 0, "{:?}", sys.log);
-    // Host dependency on the tunnel link first.
+    // Host dependency: the route to the BR through the tunnel link (as dslite.sh does).
     let dep = notify(&sys, 6);
     assert_eq!(dep[0]["ifname"], "wan6");
-    assert_eq!(dep[0]["host"], "::");
+    assert_eq!(dep[0]["host"], "2404:9200:225:100::64");
     // CE /128 on the link device before the update.
     let add = kernel(&sys, "addr_add");
     assert_eq!(add[0]["dev"], "wan");
@@ -353,33 +353,345 @@ fn teardown_removes_what_setup_added_and_is_idempotent() {
     assert!(kernel(&sys, "addr_del").is_empty());
 }
 
+/// The watch task's verdict through its public pieces: what setup saw, then the link as
+/// netifd reports it later.
+fn watch_verdicts(config: &str, current: Option<&str>, looks: &[Option<Value>]) -> Vec<Verdict> {
+    let current = current.map(|p| p.parse().unwrap());
+    let (cfg, key) = handler::watch_start(config, current).unwrap();
+    let mut w = Watcher::new(key);
+    looks
+        .iter()
+        .map(|st| {
+            let mut sys = DryRun::new(st.clone());
+            if st.is_none() {
+                sys.fail_on(Some(Step::LinkStatus));
+            }
+            w.feed(&handler::watch::look(&mut sys, "wanmap", &cfg, None))
+        })
+        .collect()
+}
+
 #[test]
-fn watch_detects_a_prefix_change() {
+fn watch_restarts_only_when_the_mapping_changes() {
     let config = json!({"tunlink": "wan6"}).to_string();
-    let old: mape::engine::CustomerPrefix = "240b:10:3f6c:d400::/56".parse().unwrap();
-    let mut same = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
-    assert_eq!(
-        handler::watch_once(&mut same, "wanmap", &config, Some(old)),
-        handler::WatchVerdict::Same
+    let pd56 = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    let other = status(&[("240b:10:1111:2200::", 56)], &[]);
+    // The home gateway's RA /64 and the delegated /60 of the same /56: same mapping.
+    let ra64 = status(&[], &[("240b:10:3f6c:d400:1:2:3:4", 64)]);
+    let pd60 = status(&[("240b:10:3f6c:d410::", 60)], &[]);
+    let v = watch_verdicts(
+        &config,
+        Some("240b:10:3f6c:d400::/64"),
+        &[
+            Some(ra64.clone()),
+            Some(pd60),
+            Some(ra64),
+            Some(pd56.clone()),
+        ],
     );
-    let mut changed = DryRun::new(Some(status(&[("240b:10:1111:2200::", 56)], &[])));
-    match handler::watch_once(&mut changed, "wanmap", &config, Some(old)) {
-        handler::WatchVerdict::Changed(why) => {
-            assert!(why.contains("240b:10:1111:2200::/56"), "{why}")
-        }
+    assert_eq!(
+        v,
+        [Verdict::Keep, Verdict::Keep, Verdict::Keep, Verdict::Keep]
+    );
+    // Another /56: another IPv4 and PSID, restart once confirmed by a second look.
+    let v = watch_verdicts(
+        &config,
+        Some("240b:10:3f6c:d400::/56"),
+        &[Some(other.clone()), Some(other)],
+    );
+    assert_eq!(v[0], Verdict::Confirm);
+    match &v[1] {
+        Verdict::Restart(why) => assert!(why.contains("240b:10:1111:2200::/56"), "{why}"),
         v => panic!("{v:?}"),
     }
-    // Waiting for a prefix: one arrives.
-    let mut arrived = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
-    assert!(matches!(
-        handler::watch_once(&mut arrived, "wanmap", &config, None),
-        handler::WatchVerdict::Changed(_)
-    ));
-    // Still nothing usable: keep waiting.
-    let mut nothing = DryRun::new(Some(status(&[("2409:10::", 56)], &[])));
+    // Waiting for a prefix: one arrives; nothing usable: keep waiting.
+    let v = watch_verdicts(&config, None, &[Some(pd56.clone()), Some(pd56)]);
+    assert!(matches!(v[1], Verdict::Restart(_)), "{v:?}");
+    let v = watch_verdicts(&config, None, &[Some(status(&[("2409:10::", 56)], &[]))]);
+    assert_eq!(v, [Verdict::Keep]);
+}
+
+#[test]
+fn watch_never_restarts_on_a_failed_status_or_a_link_that_is_not_up() {
+    let config = json!({"tunlink": "wan6"}).to_string();
+    let other = status(&[("240b:10:1111:2200::", 56)], &[]);
+    let mut pending = other.clone();
+    pending["pending"] = json!(true);
+    let mut down = other.clone();
+    down["up"] = json!(false);
+    let empty = status(&[], &[]);
+    // A ubus timeout (None: the status call fails), netifd busy (pending), the link down, no
+    // prefix: each is "unknown", and breaks a pending confirmation.
+    let v = watch_verdicts(
+        &config,
+        Some("240b:10:3f6c:d400::/56"),
+        &[
+            None,
+            Some(pending),
+            Some(down),
+            Some(empty),
+            None,
+            Some(other.clone()),
+            None,
+            Some(other),
+        ],
+    );
     assert_eq!(
-        handler::watch_once(&mut nothing, "wanmap", &config, None),
-        handler::WatchVerdict::Same
+        v[..7],
+        [
+            Verdict::Keep,
+            Verdict::Keep,
+            Verdict::Keep,
+            Verdict::Keep,
+            Verdict::Keep,
+            Verdict::Confirm,
+            Verdict::Keep
+        ]
+    );
+    assert_eq!(
+        v[7],
+        Verdict::Confirm,
+        "the odd answer reset the confirmation"
+    );
+}
+
+/// A scripted stand-in for netifd's notifications.
+struct Script(std::collections::VecDeque<Wake>);
+
+impl handler::watch::Events for Script {
+    fn next(&mut self, _wait: std::time::Duration) -> Wake {
+        self.0
+            .pop_front()
+            .expect("the task wanted more events than scripted")
+    }
+    fn subscribed(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn the_watch_task_follows_notifications_and_confirms_by_asking() {
+    let config = json!({"tunlink": "wan6"}).to_string();
+    let (cfg, key) =
+        handler::watch_start(&config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
+    let mut w = Watcher::new(key);
+    let new = status(&[("240b:10:1111:2200::", 56)], &[]);
+    let mut link = new.clone();
+    link["interface"] = json!("wan6");
+    // An update of another interface, a timeout (poll), then the renumbering notification;
+    // the confirmation asks netifd (the dry run answers with the new status).
+    let mut ev = Script([Wake::Other, Wake::Timeout, Wake::Link(link), Wake::Timeout].into());
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    // The poll sees the old prefix; after the notification the status call sees the new one.
+    let why = {
+        let mut calls = 0;
+        let mut wrapped = Wrapped {
+            sys: &mut sys,
+            new: new.clone(),
+            calls: &mut calls,
+        };
+        handler::watch::run(
+            &mut wrapped,
+            &mut ev,
+            &mut w,
+            handler::watch::TaskParams {
+                iface: "wanmap",
+                cfg: &cfg,
+                retry_after: None,
+                usage: None,
+            },
+        )
+    };
+    assert!(why.contains("240b:10:1111:2200::/56"), "{why}");
+    assert!(ev.0.is_empty(), "every scripted event was used");
+}
+
+/// A dry run whose link status turns into `new` after the first status call.
+struct Wrapped<'a> {
+    sys: &'a mut DryRun,
+    new: Value,
+    calls: &'a mut u32,
+}
+
+impl handler::System for Wrapped<'_> {
+    fn ubus_call(&mut self, o: &str, m: &str, a: &Value) -> Result<Value, handler::SysError> {
+        if m == "status" {
+            *self.calls += 1;
+            if *self.calls > 1 {
+                self.sys.link_status = Some(self.new.clone());
+            }
+        }
+        self.sys.ubus_call(o, m, a)
+    }
+    fn nft_apply(&mut self, s: &str) -> Result<(), handler::SysError> {
+        self.sys.nft_apply(s)
+    }
+    fn addr_add(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        self.sys.addr_add(d, a)
+    }
+    fn addr_del(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        self.sys.addr_del(d, a)
+    }
+    fn link_mtu(&mut self, d: &str) -> Option<u32> {
+        self.sys.link_mtu(d)
+    }
+    fn save_state(&mut self, s: &mape::state::State) -> Result<(), handler::SysError> {
+        self.sys.save_state(s)
+    }
+    fn load_state(&mut self, i: &str) -> Option<mape::state::State> {
+        self.sys.load_state(i)
+    }
+    fn clear_state(&mut self, i: &str) {
+        self.sys.clear_state(i)
+    }
+    fn state_ifaces(&mut self) -> Vec<String> {
+        self.sys.state_ifaces()
+    }
+    fn owner_token(&mut self) -> String {
+        self.sys.owner_token()
+    }
+    fn failures(&mut self, i: &str) -> u32 {
+        self.sys.failures(i)
+    }
+    fn set_failures(&mut self, i: &str, n: u32) {
+        self.sys.set_failures(i, n)
+    }
+    fn log(&mut self, l: &str) {
+        self.sys.log(l)
+    }
+}
+
+#[test]
+fn each_failure_at_each_step_leaves_nothing_and_reports_its_code() {
+    let st = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    for (step, code) in [
+        (Step::SaveState, "ADDR_FAILED"),
+        (Step::AddrAdd, "ADDR_FAILED"),
+        (Step::NftApply, "NFT_FAILED"),
+        (Step::Notify(0), "UPDATE_FAILED"),
+    ] {
+        let mut sys = DryRun::new(Some(st.clone()));
+        sys.fail_on(Some(step));
+        let rc = handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#);
+        // The interface stays in setup with a retry task: netifd keeps it (a dynamic one too).
+        assert_eq!(rc, 0, "{step:?}: {:?}", sys.log);
+        assert!(
+            sys.addresses.is_empty(),
+            "{step:?}: address left: {:?}",
+            sys.addresses
+        );
+        assert!(
+            sys.tables.is_empty(),
+            "{step:?}: table left: {:?}",
+            sys.tables
+        );
+        assert!(sys.state.is_empty(), "{step:?}: state left");
+        assert_eq!(notify(&sys, 3)[0]["error"][0], code, "{step:?}");
+        assert!(
+            notify(&sys, 4).is_empty(),
+            "{step:?}: a transient failure must not block restarts"
+        );
+        assert!(notify(&sys, 0).is_empty(), "{step:?}: no update");
+        let task = notify(&sys, 1);
+        let argv: Vec<&str> = task[0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(&argv[1..4], ["netifd", "watch", "wanmap"]);
+        assert_eq!(&argv[argv.len() - 2..], ["--retry-after", "5"], "{step:?}");
+        // The next failure in a row waits longer; a success resets the back-off.
+        let rc = handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#);
+        assert_eq!(rc, 0);
+        let task = notify(&sys, 1);
+        assert_eq!(
+            task[1]["command"].as_array().unwrap().last().unwrap(),
+            "10",
+            "{step:?}"
+        );
+        sys.fail_on(None);
+        assert_eq!(
+            handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+            0
+        );
+        assert!(sys.failures.is_empty());
+        assert_eq!(sys.tables.len(), 1);
+    }
+    // A status call that fails: waiting, nothing touched, no block.
+    let mut sys = DryRun::new(Some(st));
+    sys.fail_on(Some(Step::LinkStatus));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    assert_eq!(notify(&sys, 3)[0]["error"][0], "NO_PREFIX");
+    assert!(notify(&sys, 4).is_empty() && sys.addresses.is_empty() && sys.tables.is_empty());
+    assert_eq!(handler::retry_delay(1).as_secs(), 5);
+    assert_eq!(handler::retry_delay(20), handler::RETRY_MAX);
+}
+
+#[test]
+fn a_stale_setup_whose_update_fails_leaves_the_live_setup_alone() {
+    // After `network restart`, the setup of the previous netifd still runs. The new netifd's
+    // setup completes while the old one waits for its update, which then fails: the old one
+    // must not remove the live table and CE address.
+    let st = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    let mut sys = DryRun::new(Some(st));
+    sys.fail_on(Some(Step::Notify(0)));
+    sys.before_update = Some(Box::new(|sys: &mut DryRun| {
+        let fail = sys.take_fail();
+        assert_eq!(
+            handler::setup(sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+            0
+        );
+        sys.fail_on(fail);
+    }));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    assert_eq!(sys.tables.len(), 1, "the live table stays");
+    assert_eq!(sys.addresses.len(), 1, "the live CE address stays");
+    assert_eq!(sys.state["wanmap"].owner.as_deref(), Some("dry-run.2"));
+    assert!(
+        sys.log
+            .iter()
+            .any(|l| l.contains("another setup owns the interface")),
+        "{:?}",
+        sys.log
+    );
+}
+
+#[test]
+fn nft_failures_do_not_block_restarts() {
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    sys.fail_on(Some(Step::NftApply));
+    handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#);
+    assert_eq!(notify(&sys, 3)[0]["error"][0], "NFT_FAILED");
+    assert!(notify(&sys, 4).is_empty());
+}
+
+#[test]
+fn the_largest_legal_rule_gives_a_bounded_update() {
+    // PSID offset 15: 32767 port sets of one port. data.mape leaves the list out (it follows
+    // from the offset, length and PSID), and the state file's record derives it back.
+    let rule = "type=map-e,ipv6prefix=2001:db8::,prefix6len=40,ipv4prefix=192.0.2.0,prefix4len=24,ealen=9,offset=15,br=2001:db8:ffff::1";
+    let (code, sys) = setup(
+        json!({"tunlink": "wan6", "rule": rule}),
+        Some(status(&[("2001:db8:12:3400::", 56)], &[])),
+    );
+    assert_eq!(code, 0, "{:?}", sys.log);
+    let up = notify(&sys, 0)[0];
+    let mape = &up["data"]["mape"];
+    assert_eq!(mape["port_sets_omitted"], true);
+    assert!(mape.get("port_sets").is_none());
+    assert!(up.to_string().len() < 4096, "{}", up.to_string().len());
+    let rec = mape::state::MappingRecord::from_json(mape).unwrap();
+    assert_eq!(rec.port_sets.len(), 32767);
+    assert_eq!(
+        rec.port_sets.iter().map(|s| s.len()).sum::<u32>(),
+        rec.port_count
     );
 }
 

@@ -14,7 +14,7 @@ use mape::provision::{resolve, RuleSource};
 use serde_json::Value;
 
 mod common;
-use common::{fake_ubus, root_tests, run, sh, tempdir, Netns, BIN};
+use common::{root_tests, run, sh, tempdir, FakeNetifd, Netns, BIN};
 
 fn dry_run(iface: &str, config: &str, status: &str) -> Value {
     let out = run(&[
@@ -108,10 +108,12 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     let ns = Netns::new("handler");
     ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
     let dir = tempdir("handler");
-    fake_ubus(&dir);
     std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
+    let Some(netifd) = FakeNetifd::start(&dir) else {
+        return;
+    };
     let d = dir.display();
-    let env = format!("PATH={d}:$PATH FAKE_UBUS_DIR={d} MAPE_STATE_DIR={d}/state");
+    let env = format!("{} MAPE_STATE_DIR={d}/state", netifd.env());
     let setup = format!("{env} {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\"}}'");
     let teardown = format!("{env} {BIN} netifd mape teardown wanmap '{{\"tunlink\":\"wan6\"}}'");
 
@@ -125,17 +127,17 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         "the CE address must be usable at once: {addrs}"
     );
     assert!(ns.exec("nft list tables").contains("table ip mape_wanmap"));
-    let calls = std::fs::read_to_string(dir.join("calls.log")).unwrap();
+    let calls = netifd.calls();
     let update = calls
-        .lines()
-        .find(|l| l.contains("\"action\":0"))
+        .iter()
+        .find(|c| c["action"] == 0)
         .expect("an update was sent");
-    assert!(update.contains(&format!("\"local\":\"{ce}\"")), "{update}");
+    assert_eq!(update["tunnel"]["local"], ce, "{update}");
     assert!(
         calls
-            .lines()
-            .any(|l| l.contains("\"action\":1") && l.contains("watch")),
-        "{calls}"
+            .iter()
+            .any(|c| c["action"] == 1 && c["command"][2] == "watch"),
+        "{calls:?}"
     );
 
     // `fw4 flush` (firewall stop) deletes every table; fw4's include runs `reapply` on start.
@@ -193,19 +195,23 @@ fn bad_config_leaves_the_system_as_it_was() {
     let ns = Netns::new("badcfg");
     ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
     let dir = tempdir("badcfg");
-    fake_ubus(&dir);
     std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
+    let Some(netifd) = FakeNetifd::start(&dir) else {
+        return;
+    };
     let before = ns.exec("ip -6 addr show dev wan; nft list ruleset");
     let d = dir.display();
     let out = ns.try_exec(&format!(
-        "PATH={d}:$PATH FAKE_UBUS_DIR={d} MAPE_STATE_DIR={d}/state {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\",\"ports_exclude\":\"80\"}}'"
+        "{} MAPE_STATE_DIR={d}/state {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\",\"ports_exclude\":\"80\"}}'",
+        netifd.env()
     ));
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(ns.exec("ip -6 addr show dev wan; nft list ruleset"), before);
-    let calls = std::fs::read_to_string(dir.join("calls.log")).unwrap();
+    let calls = netifd.calls();
     assert!(
-        calls.contains("INVALID_OPTION") && calls.contains("\"action\":4"),
-        "{calls}"
+        calls.iter().any(|c| c["error"][0] == "INVALID_OPTION")
+            && calls.iter().any(|c| c["action"] == 4),
+        "{calls:?}"
     );
 }
 

@@ -18,12 +18,13 @@ const RULES: &[(&str, &[&str])] = &[
     ("engine", &[]),
     ("names", &[]),
     ("command", &[]),
+    ("ubus", &[]),
     ("state", &["engine", "names"]),
     ("provision", &["engine", "names"]),
     ("render", &["engine", "names", "provision", "state"]),
     (
         "status",
-        &["engine", "names", "state", "provision", "command"],
+        &["engine", "names", "state", "provision", "command", "ubus"],
     ),
 ];
 
@@ -32,6 +33,7 @@ const EXTERNAL: &[(&str, &[&str])] = &[
     ("engine", &["std", "core", "ipnet", "thiserror"]),
     ("names", &["std", "core"]),
     ("command", &["std", "core", "thiserror"]),
+    ("ubus", &["std", "core", "thiserror", "serde_json"]),
 ];
 
 const FRONT_ENDS: &[&str] = &["cli", "handler", "linux", "status", "render"];

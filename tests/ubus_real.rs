@@ -42,24 +42,45 @@ fn calls_subscriptions_and_big_messages_against_the_real_ubusd() {
     let mut u = Ubus::connect(Some(&d.socket), Duration::from_secs(5)).unwrap();
 
     // A call and its reply, checked against the real CLI's view of the same session.
-    let s = u.call("session", "create", &json!({"timeout": 60})).unwrap();
+    let s = u
+        .call("session", "create", &json!({"timeout": 60}))
+        .unwrap();
     let sid = s["ubus_rpc_session"].as_str().unwrap().to_string();
     assert_eq!(s["timeout"], 60);
-    let cli = d.cli(&p, &["call", "session", "list", &json!({"ubus_rpc_session": sid}).to_string()]);
+    let cli = d.cli(
+        &p,
+        &[
+            "call",
+            "session",
+            "list",
+            &json!({"ubus_rpc_session": sid}).to_string(),
+        ],
+    );
     assert!(cli.status.success());
     let listed: Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(listed["ubus_rpc_session"], sid.as_str());
 
     // 300 KB in one message: over Linux's 128 KiB limit for one argument of the ubus CLI.
     let big = "x".repeat(300_000);
-    u.call("session", "set", &json!({"ubus_rpc_session": sid, "values": {"big": big, "n": 7, "ok": true}}))
+    u.call(
+        "session",
+        "set",
+        &json!({"ubus_rpc_session": sid, "values": {"big": big, "n": 7, "ok": true}}),
+    )
+    .unwrap();
+    let got = u
+        .call("session", "get", &json!({"ubus_rpc_session": sid}))
         .unwrap();
-    let got = u.call("session", "get", &json!({"ubus_rpc_session": sid})).unwrap();
     assert_eq!(got["values"]["big"].as_str().map(str::len), Some(300_000));
-    assert_eq!((got["values"]["n"].clone(), got["values"]["ok"].clone()), (json!(7), json!(true)));
+    assert_eq!(
+        (got["values"]["n"].clone(), got["values"]["ok"].clone()),
+        (json!(7), json!(true))
+    );
 
     // Errors are typed: an object that does not exist, a method it lacks.
-    let e = u.call("network.interface.nope", "status", &json!({})).unwrap_err();
+    let e = u
+        .call("network.interface.nope", "status", &json!({}))
+        .unwrap_err();
     assert_eq!(e.status(), Some(status::NOT_FOUND), "{e}");
     let e = u.call("session", "nope", &json!({})).unwrap_err();
     assert_eq!(e.status(), Some(status::METHOD_NOT_FOUND), "{e}");
@@ -69,13 +90,23 @@ fn calls_subscriptions_and_big_messages_against_the_real_ubusd() {
     std::fs::write(&script, NOTIFIER).unwrap();
     d.spawn(
         &p,
-        &["bin/ucode", "-L", p.join("lib/ucode").to_str().unwrap(), script.to_str().unwrap(), &sock],
+        &[
+            "bin/ucode",
+            "-L",
+            p.join("lib/ucode").to_str().unwrap(),
+            script.to_str().unwrap(),
+            &sock,
+        ],
     );
     wait_for(
         || u.lookup("test.notifier").is_ok(),
         "the ucode notifier object",
     );
-    assert_eq!(u.call("test.notifier", "echo", &json!({"any": "thing"})).unwrap(), json!({"any": "thing"}));
+    assert_eq!(
+        u.call("test.notifier", "echo", &json!({"any": "thing"}))
+            .unwrap(),
+        json!({"any": "thing"})
+    );
     u.subscribe("test.notifier").unwrap();
     let mut seen = Vec::new();
     loop {
@@ -89,7 +120,10 @@ fn calls_subscriptions_and_big_messages_against_the_real_ubusd() {
             None => panic!("no event within 5 s; saw {seen:?}"),
         }
     }
-    assert!(!seen.is_empty() && seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    assert!(
+        !seen.is_empty() && seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "{seen:?}"
+    );
     // Nothing more, and the connection still works.
     assert_eq!(u.next_event(Duration::from_millis(200)).unwrap(), None);
     assert!(u.lookup("session").is_ok());

@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::engine::CustomerPrefix;
-use crate::handler::{self, DryRun, RealSystem, WatchVerdict};
+use crate::handler::{self, DryRun, RealSystem, System as _};
 use crate::names::ifname_for;
 use crate::render::netifd::dump;
 use crate::state;
@@ -43,10 +43,11 @@ pub struct NetifdArgs {
     /// watch: the prefix in use (`none` while waiting for one).
     #[arg(long, value_name = "PREFIX")]
     pub current: Option<String>,
-    /// watch: seconds between looks at the link (default 10, or $MAPE_WATCH_INTERVAL).
+    /// watch: after a transient setup failure, end after SECONDS (netifd then retries).
     #[arg(long, value_name = "SECONDS")]
-    pub interval: Option<u64>,
-    /// watch: look once, print the verdict and exit (0 same, 3 changed).
+    pub retry_after: Option<u64>,
+    /// watch: look once (twice if the mapping seems to have changed, to confirm), print the
+    /// verdict and exit (0 same, 3 changed).
     #[arg(long)]
     pub once: bool,
 }
@@ -66,10 +67,10 @@ fn need<'a>(x: Option<&'a str>, action: &str, what: &str) -> Result<&'a str, Str
 
 pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
     let mut words: Vec<&str> = a.args.iter().map(String::as_str).collect();
-    let proto = if ACTIONS.contains(&words[0]) {
-        "mape"
-    } else {
-        words.remove(0)
+    let proto = match words.first() {
+        None => "mape",
+        Some(w) if ACTIONS.contains(w) => "mape",
+        Some(_) => words.remove(0),
     };
     let proto = if proto.is_empty() { "mape" } else { proto };
     let action = *words
@@ -88,6 +89,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
         }
         "setup" | "teardown" => {
             let iface = need(iface, action, "interface")?;
+            crate::names::check_name("interface", iface).map_err(|e| e.to_string())?;
             let config = json_arg("config", need(config, action, "config JSON")?)?;
             if a.dry_run {
                 let status = match &a.tunlink_status {
@@ -100,7 +102,6 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
                 let mut sys = DryRun::new(status);
                 sys.link_mtu = a.link_mtu;
                 if let Some(dir) = &a.state_dir {
-                    crate::names::check_name("interface", iface).map_err(|e| e.to_string())?;
                     let saved = state::load(dir, iface).map_err(|e| format!("--state-dir: {e}"))?;
                     if let Some(s) = saved {
                         sys.state.insert(iface.to_string(), s);
@@ -132,45 +133,48 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
         }
         "watch" => {
             let iface = need(iface, action, "interface")?;
+            crate::names::check_name("interface", iface).map_err(|e| e.to_string())?;
             let config = json_arg("config", need(config, action, "config JSON")?)?;
             let current = match a.current.as_deref() {
                 None | Some("none") => None,
                 Some(p) => Some(p.parse::<CustomerPrefix>().map_err(|e| e.to_string())?),
             };
-            let interval = a
-                .interval
-                .or_else(|| std::env::var("MAPE_WATCH_INTERVAL").ok()?.parse().ok())
-                .unwrap_or(10)
-                .max(1);
+            let (cfg, key) = handler::watch_start(&config, current)?;
             let mut sys = RealSystem::new();
-            // While the interface is up, each round also refreshes its status (file and ubus
-            // data.mape_status, see handler::status_round); the first round right after setup
-            // only looks at the link.
-            let mut status = handler::StatusWatch::new(
-                handler::StatusPush::from_env(),
-                crate::status::RealSource::state_dirs(),
-            );
-            let mut src = crate::status::RealSource::new();
-            loop {
-                match handler::watch_once(&mut sys, iface, &config, current) {
-                    WatchVerdict::Changed(why) => {
-                        eprintln!("mape: {iface}: {why}: restarting the interface");
-                        return Ok(if a.once { 3 } else { 0 });
-                    }
-                    WatchVerdict::Same if a.once => {
-                        if current.is_some() {
-                            handler::status_round(&mut sys, &mut src, iface, &mut status);
-                        }
-                        return Ok(0);
-                    }
-                    WatchVerdict::Same => {
-                        std::thread::sleep(Duration::from_secs(interval));
-                        if current.is_some() {
-                            handler::status_round(&mut sys, &mut src, iface, &mut status);
-                        }
-                    }
+            let mut watcher = handler::Watcher::new(key);
+            if a.once {
+                let mut verdict = watcher.feed(&handler::watch::look(&mut sys, iface, &cfg, None));
+                if verdict == handler::Verdict::Confirm {
+                    std::thread::sleep(handler::watch::CONFIRM_AFTER);
+                    verdict = watcher.feed(&handler::watch::look(&mut sys, iface, &cfg, None));
                 }
+                return Ok(match verdict {
+                    handler::Verdict::Restart(why) => {
+                        eprintln!("mape: {iface}: {why}");
+                        3
+                    }
+                    _ => 0,
+                });
             }
+            // The port-usage check needs the mapping the setup saved.
+            let usage = current.and_then(|_| {
+                let m = sys.load_state(iface)?.mapping?;
+                handler::usage::UsageCheck::new(m.ipv4, m.ipv4_prefix_len, &m.port_sets)
+            });
+            let mut events = handler::watch::UbusEvents::new(cfg.tunlink.clone());
+            let why = handler::watch::run(
+                &mut sys,
+                &mut events,
+                &mut watcher,
+                handler::watch::TaskParams {
+                    iface,
+                    cfg: &cfg,
+                    retry_after: a.retry_after.map(Duration::from_secs),
+                    usage,
+                },
+            );
+            eprintln!("mape: {iface}: {why}: setting the interface up again");
+            Ok(0)
         }
         "reapply" => Ok(handler::reapply(&mut RealSystem::new())),
         // Declared neither renew- nor restart-handler; netifd does not call these.

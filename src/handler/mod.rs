@@ -22,10 +22,12 @@
 //!    file, and `data.mape_status` when it changed).
 
 mod netlink;
-mod status;
 mod system;
+pub mod usage;
+pub mod watch;
 
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -37,11 +39,11 @@ use crate::render::netifd::{self as msg, codes, UpdateParams};
 use crate::render::nft::{self, NftParams};
 use crate::state::{Frontend, State};
 
-pub use status::{status_round, StatusPush, StatusWatch};
-pub use system::{DryRun, RealSystem, SysError};
+pub use system::{state_dir, DryRun, RealSystem, Step, SysError};
+pub use watch::{Look, MappingKey, Verdict, Wake, Watcher};
 
 /// What the handler needs from the system; [`RealSystem`] on a router, [`DryRun`] to print
-/// instead of doing.
+/// instead of doing (and to fail on purpose in tests).
 pub trait System {
     /// `ubus call <object> <method> <args>`; the reply (`Null` if empty).
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError>;
@@ -59,6 +61,11 @@ pub trait System {
     fn clear_state(&mut self, iface: &str);
     /// The interfaces that have a saved state.
     fn state_ifaces(&mut self) -> Vec<String>;
+    /// A token unique to this setup run (it marks the state it owns).
+    fn owner_token(&mut self) -> String;
+    /// How many setups of `iface` in a row failed for a transient reason (for the back-off).
+    fn failures(&mut self, iface: &str) -> u32;
+    fn set_failures(&mut self, iface: &str, n: u32);
     /// Keeps the latest `mape status` of the interface (`<state dir>/status/<iface>.json`).
     fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
         let _ = (iface, status);
@@ -72,27 +79,53 @@ pub trait System {
 pub const OK: i32 = 0;
 pub const FAILED: i32 = 1;
 
-/// The argument vector of the proto task: watch the link and exit when the mapping would
-/// change. `current` is the prefix now in use (`none` while waiting).
-pub fn watch_command(
-    exe: &str,
-    iface: &str,
-    config: &str,
-    current: Option<&CustomerPrefix>,
-) -> Vec<String> {
-    vec![
+/// The first wait before netifd retries a setup that failed for a transient reason; it
+/// doubles with each failure in a row, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(5);
+pub const RETRY_MAX: Duration = Duration::from_secs(120);
+
+/// The back-off after `failures` transient failures in a row (the first is 1).
+pub fn retry_delay(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(8);
+    (RETRY_FIRST * factor).min(RETRY_MAX)
+}
+
+/// How the proto task is started: watch the link, or wait for a prefix, or wait for a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// Running with the mapping of this prefix: end when the mapping changes.
+    Watch(CustomerPrefix),
+    /// No usable prefix yet: end when one appears.
+    Wait,
+    /// A transient failure: end after this back-off (or when a usable prefix appears).
+    Retry(Duration),
+}
+
+/// The argument vector of the proto task.
+pub fn watch_command(exe: &str, iface: &str, config: &str, task: &Task) -> Vec<String> {
+    let mut argv = vec![
         exe.to_string(),
         "netifd".into(),
         "watch".into(),
         iface.into(),
         config.into(),
         "--current".into(),
-        current.map_or("none".to_string(), |p| p.to_string()),
-    ]
+    ];
+    match task {
+        Task::Watch(p) => argv.push(p.to_string()),
+        Task::Wait => argv.push("none".into()),
+        Task::Retry(d) => {
+            argv.push("none".into());
+            argv.push("--retry-after".into());
+            argv.push(d.as_secs().to_string());
+        }
+    }
+    argv
 }
 
-/// Resolves the first prefix of the link that maps under the configured rules.
-/// `Err` carries the first prefix's error (or none if the link has no prefix).
+/// Resolves the best usable prefix of the link under the configured rules (the link lists
+/// them best first: see [`LinkStatus`]). `Err` carries the first prefix's error (or none if
+/// the link has no usable prefix).
 pub fn select(
     source: &RuleSource,
     link: &LinkStatus,
@@ -113,7 +146,8 @@ fn notify(sys: &mut dyn System, payload: Value) -> Result<Value, SysError> {
     sys.ubus_call("network.interface", "notify_proto", &payload)
 }
 
-/// Reports an error (and optionally blocks restarts); the message also goes to the log.
+/// Reports an error (and, for configuration errors only, blocks restarts); the message also
+/// goes to the log.
 fn report(sys: &mut dyn System, iface: &str, code: &str, detail: &str, permanent: bool) {
     sys.log(&format!("mape: {iface}: {code}: {detail}"));
     let _ = notify(sys, msg::error(iface, code, &[detail.to_string()]));
@@ -122,15 +156,16 @@ fn report(sys: &mut dyn System, iface: &str, code: &str, detail: &str, permanent
     }
 }
 
-fn link_status(sys: &mut dyn System, tunlink: &str) -> Result<LinkStatus, String> {
-    let v = sys
-        .ubus_call(
-            &format!("network.interface.{tunlink}"),
-            "status",
-            &json!({}),
-        )
-        .map_err(|e| format!("tunlink {tunlink}: {e}"))?;
-    LinkStatus::from_value(&v).map_err(|e| e.to_string())
+fn link_status(sys: &mut dyn System, tunlink: &str) -> Result<LinkStatus, SysError> {
+    let v = sys.ubus_call(
+        &format!("network.interface.{tunlink}"),
+        "status",
+        &json!({}),
+    )?;
+    LinkStatus::from_value(&v).map_err(|e| SysError::BadReply {
+        what: format!("ubus network.interface.{tunlink} status"),
+        why: e.to_string(),
+    })
 }
 
 /// Finds a tunnel link when `tunlink` is not set: the first interface with a prefix that maps.
@@ -166,83 +201,124 @@ fn tunlink_for(sys: &mut dyn System, iface: &str, cfg: &HandlerConfig) -> Option
     find_tunlink(sys, iface, &probe)
 }
 
+/// Why a setup did not bring the interface up, and what happens next.
+enum Failure {
+    /// A configuration error: report it, block restarts (until the user changes the config).
+    Config(&'static str, String),
+    /// Nothing usable yet (no prefix, no link): report it and wait for one.
+    Waiting(&'static str, String),
+    /// Something that may heal by itself (the kernel, nft, netifd refused or timed out):
+    /// report it, and let netifd retry after a back-off.
+    Transient(&'static str, String),
+}
+
 /// `setup`: see the module documentation for the steps.
 pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) -> i32 {
     if let Err(e) = check_name("interface", iface) {
         sys.log(&format!("mape: {e}"));
         return FAILED;
     }
-    let cfg = match HandlerConfig::parse(config_json) {
-        Ok(c) => c,
-        Err(e) => {
-            report(sys, iface, config_code(&e), &e.to_string(), true);
-            return FAILED;
+    let failure = match try_setup(sys, iface, config_json) {
+        Ok(prefix) => {
+            sys.set_failures(iface, 0);
+            return start_task(sys, exe, iface, config_json, &Task::Watch(prefix));
         }
+        Err(f) => f,
     };
+    match failure {
+        Failure::Config(code, detail) => {
+            report(sys, iface, code, &detail, true);
+            FAILED
+        }
+        Failure::Waiting(code, detail) => {
+            report(sys, iface, code, &detail, false);
+            start_task(sys, exe, iface, config_json, &Task::Wait)
+        }
+        Failure::Transient(code, detail) => {
+            let n = sys.failures(iface).saturating_add(1);
+            sys.set_failures(iface, n);
+            let delay = retry_delay(n);
+            report(
+                sys,
+                iface,
+                code,
+                &format!("{detail}; retrying in {} s", delay.as_secs()),
+                false,
+            );
+            // The task keeps the interface in setup (netifd keeps even a dynamic one) and
+            // ends after the back-off, when netifd sets it up again.
+            start_task(sys, exe, iface, config_json, &Task::Retry(delay))
+        }
+    }
+}
+
+/// The steps of a setup; `Ok` with the prefix in use once the interface is up.
+fn try_setup(
+    sys: &mut dyn System,
+    iface: &str,
+    config_json: &str,
+) -> Result<CustomerPrefix, Failure> {
+    let cfg = HandlerConfig::parse(config_json)
+        .map_err(|e| Failure::Config(config_code(&e), e.to_string()))?;
     // The rule source does not depend on the prefix unless ealen must be derived; check the
     // prefix-independent part now so a bad option is reported even before a prefix exists.
     if let Err(e) = cfg.rules.to_source(None) {
         if !matches!(e, crate::provision::input::InputError::Missing("ealen")) {
-            report(sys, iface, codes::INVALID_MAP_RULE, &e.to_string(), true);
-            return FAILED;
+            return Err(Failure::Config(codes::INVALID_MAP_RULE, e.to_string()));
         }
     }
     let Some(tunlink) = tunlink_for(sys, iface, &cfg) else {
-        report(
-            sys,
-            iface,
+        return Err(Failure::Waiting(
             codes::NO_PREFIX,
-            "no interface has a usable IPv6 prefix yet (set tunlink)",
-            false,
-        );
-        return start_task(sys, exe, iface, config_json, None);
+            "no interface has a usable IPv6 prefix yet (set tunlink)".into(),
+        ));
     };
-    let _ = notify(sys, msg::host_dependency(iface, "::", &tunlink));
-
     let link = match link_status(sys, &tunlink) {
         Ok(l) if l.up && !l.prefixes.is_empty() => l,
         Ok(_) => {
-            report(
-                sys,
-                iface,
+            return Err(Failure::Waiting(
                 codes::NO_PREFIX,
-                &format!("tunlink {tunlink}: no IPv6 prefix yet, waiting"),
-                false,
-            );
-            return start_task(sys, exe, iface, config_json, None);
+                format!("tunlink {tunlink}: no usable IPv6 prefix yet, waiting"),
+            ))
+        }
+        Err(SysError::NotFound(_)) => {
+            return Err(Failure::Waiting(
+                codes::NO_PREFIX,
+                format!("tunlink {tunlink}: no such interface (yet), waiting"),
+            ))
         }
         Err(e) => {
-            report(sys, iface, codes::NO_PREFIX, &e, false);
-            return start_task(sys, exe, iface, config_json, None);
+            return Err(Failure::Waiting(
+                codes::NO_PREFIX,
+                format!("tunlink {tunlink}: status unknown ({e}), waiting"),
+            ))
         }
     };
-    let resolved = match resolve_for_link(&cfg, &link) {
-        Ok(r) => r,
-        Err((code, detail, permanent)) => {
-            report(sys, iface, code, &detail, permanent);
-            return if permanent {
-                FAILED
-            } else {
-                start_task(sys, exe, iface, config_json, None)
-            };
+    let resolved = resolve_for_link(&cfg, &link).map_err(|(code, detail, permanent)| {
+        if permanent {
+            Failure::Config(code, detail)
+        } else {
+            Failure::Waiting(code, detail)
         }
-    };
+    })?;
     for w in &resolved.warnings {
         sys.log(&format!("mape: {iface}: warning: {w}"));
     }
     let Some(dev) = link.l3_device.clone() else {
-        report(
-            sys,
-            iface,
+        return Err(Failure::Waiting(
             codes::NO_PREFIX,
-            &format!("tunlink {tunlink}: no device"),
-            false,
-        );
-        return start_task(sys, exe, iface, config_json, None);
+            format!("tunlink {tunlink}: no device"),
+        ));
     };
+    let m = &resolved.mapping;
+    // netifd brings us back with the tunnel link: depend on the route to the BR through it (as
+    // OpenWrt's dslite.sh depends on its AFTR), which exists as soon as the link has its
+    // default route, and on the link itself when the rule has no BR.
+    let host = m.br.map_or("::".to_string(), |b| b.to_string());
+    let _ = notify(sys, msg::host_dependency(iface, &host, &tunlink));
+
     let ifname = ifname_for(iface);
     let table = table_for(iface);
-    let m = &resolved.mapping;
     let origin = format!(
         "interface {iface}, prefix {} on {tunlink}, IPv4 {}, PSID {}, {} ports",
         m.prefix,
@@ -250,43 +326,62 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         m.ports.psid(),
         m.port_count()
     );
-    let script = match nft::ruleset(&NftParams {
+    let script = nft::ruleset(&NftParams {
         table: &table,
         ifname: &ifname,
         mapping: m,
         exclude: &cfg.ports_exclude,
         origin: &origin,
-    }) {
-        Ok(s) => s,
-        Err(e) => {
-            report(sys, iface, codes::INVALID_OPTION, &e.to_string(), true);
-            return FAILED;
-        }
-    };
+    })
+    .map_err(|e| Failure::Config(codes::INVALID_OPTION, e.to_string()))?;
     let mtu = cfg.tunnel_mtu(sys.link_mtu(&dev));
     let ce = m.ce.addr();
+    let owner = sys.owner_token();
+    let state = State {
+        frontend: Frontend::Netifd,
+        name: iface.to_string(),
+        ifname: ifname.clone(),
+        table: table.clone(),
+        dev: dev.clone(),
+        ce,
+        prefix: m.prefix.to_string(),
+        tunlink: Some(tunlink.clone()),
+        nft: script.clone(),
+        mtu: Some(mtu),
+        ttl: Some(cfg.ttl),
+        default_route: cfg.defaultroute,
+        metric: None,
+        mapping: Some(crate::render::calc::record(&resolved)),
+        owner: Some(owner.clone()),
+    };
 
     // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
     // manual `ifup`) must not leave the previous prefix's CE address behind.
-    if let Some(old) = sys.load_state(iface) {
+    let previous = sys.load_state(iface);
+    if let Some(old) = &previous {
         if (old.dev.as_str(), old.ce) != (dev.as_str(), ce) {
             let _ = sys.addr_del(&old.dev, old.ce);
         }
     }
-    if let Err(e) = sys.addr_add(&dev, ce) {
-        report(
-            sys,
-            iface,
+    // Claim the interface before changing anything: a setup still running from an earlier
+    // netifd (after `network restart`) sees that it no longer owns it and leaves our address
+    // and table alone when it rolls back.
+    if let Err(e) = sys.save_state(&state) {
+        return Err(Failure::Transient(
             codes::ADDR_FAILED,
-            &format!("adding {ce}/128 to {dev}: {e}"),
-            false,
-        );
-        return FAILED;
+            format!("cannot save the state: {e}"),
+        ));
+    }
+    if let Err(e) = sys.addr_add(&dev, ce) {
+        rollback(sys, iface, &owner, &state);
+        return Err(Failure::Transient(
+            codes::ADDR_FAILED,
+            format!("adding {ce}/128 to {dev}: {e}"),
+        ));
     }
     if let Err(e) = sys.nft_apply(&script) {
-        let _ = sys.addr_del(&dev, ce);
-        report(sys, iface, codes::NFT_FAILED, &e.to_string(), true);
-        return FAILED;
+        rollback(sys, iface, &owner, &state);
+        return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
     }
     let update = msg::update(&UpdateParams {
         iface,
@@ -297,38 +392,39 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         resolved: &resolved,
     });
     if let Err(e) = notify(sys, update) {
-        let _ = sys.nft_apply(&nft::delete_script(&table));
-        let _ = sys.addr_del(&dev, ce);
-        sys.log(&format!("mape: {iface}: notify_proto failed: {e}"));
-        return FAILED;
-    }
-    // The script is kept so `reapply` can restore the table after `fw4 flush` (firewall stop).
-    // `mapping` (the calculator JSON) lets `mape status` work without ubus.
-    let state = State {
-        frontend: Frontend::Netifd,
-        name: iface.to_string(),
-        ifname: ifname.clone(),
-        table,
-        dev,
-        ce,
-        prefix: m.prefix.to_string(),
-        tunlink: Some(tunlink.clone()),
-        nft: script,
-        mtu: Some(mtu),
-        ttl: Some(cfg.ttl),
-        default_route: cfg.defaultroute,
-        metric: None,
-        mapping: Some(crate::render::calc::record(&resolved)),
-        owner: None,
-    };
-    if let Err(e) = sys.save_state(&state) {
-        sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
+        rollback(sys, iface, &owner, &state);
+        return Err(Failure::Transient(
+            codes::UPDATE_FAILED,
+            format!("netifd refused the update: {e}"),
+        ));
     }
     sys.log(&format!(
         "mape: {iface}: up: {origin}, CE {ce}, BR {}",
         m.br.map(|b| b.to_string()).unwrap_or_default()
     ));
-    start_task(sys, exe, iface, config_json, Some(&m.prefix))
+    if m.ce_outside_prefix() {
+        sys.log(&format!(
+            "mape: {iface}: the CE address is in subnet 0 of {}, outside {} (normal behind an NTT home gateway): it is on {dev}",
+            m.end_user_prefix(),
+            m.prefix
+        ));
+    }
+    Ok(m.prefix)
+}
+
+/// Undoes a failed setup, but only while this setup still owns the interface: a newer setup
+/// (of a restarted netifd) may have claimed it, and its table and address are the same names.
+fn rollback(sys: &mut dyn System, iface: &str, owner: &str, state: &State) {
+    let current = sys.load_state(iface);
+    if current.as_ref().and_then(|s| s.owner.as_deref()) != Some(owner) {
+        sys.log(&format!(
+            "mape: {iface}: another setup owns the interface now: nothing rolled back"
+        ));
+        return;
+    }
+    let _ = sys.nft_apply(&nft::delete_script(&state.table));
+    let _ = sys.addr_del(&state.dev, state.ce);
+    sys.clear_state(iface);
 }
 
 /// The netifd error code of a configuration error.
@@ -360,7 +456,7 @@ fn resolve_for_link(
         .to_source(link.prefixes.first())
         .map_err(|e| (codes::INVALID_MAP_RULE, e.to_string(), true))?;
     select(&source, link).map_err(|e| match e {
-        None => (codes::NO_PREFIX, "no IPv6 prefix".to_string(), false),
+        None => (codes::NO_PREFIX, "no usable IPv6 prefix".to_string(), false),
         Some(e) => {
             let code = resolve_code(&e);
             (code, e.to_string(), code == codes::INVALID_MAP_RULE)
@@ -368,16 +464,10 @@ fn resolve_for_link(
     })
 }
 
-fn start_task(
-    sys: &mut dyn System,
-    exe: &str,
-    iface: &str,
-    config: &str,
-    current: Option<&CustomerPrefix>,
-) -> i32 {
+fn start_task(sys: &mut dyn System, exe: &str, iface: &str, config: &str, task: &Task) -> i32 {
     match notify(
         sys,
-        msg::run_command(iface, &watch_command(exe, iface, config, current)),
+        msg::run_command(iface, &watch_command(exe, iface, config, task)),
     ) {
         Ok(_) => OK,
         Err(e) => {
@@ -430,42 +520,20 @@ pub fn reapply(sys: &mut dyn System) -> i32 {
     code
 }
 
-/// What the watch task decides after looking at the link once.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WatchVerdict {
-    /// The mapping would be the same: keep watching.
-    Same,
-    /// The prefix in use changed (or one appeared, or it went away): restart the interface.
-    Changed(String),
-}
-
-/// One look at the link: would setup now pick another prefix than `current`?
-pub fn watch_once(
-    sys: &mut dyn System,
-    iface: &str,
+/// The watch task's starting point: the parsed config and the running mapping (`None` while
+/// waiting for a prefix). `Err`: the config no longer parses (setup reported it).
+pub fn watch_start(
     config_json: &str,
     current: Option<CustomerPrefix>,
-) -> WatchVerdict {
-    let Ok(cfg) = HandlerConfig::parse(config_json) else {
-        return WatchVerdict::Same; // setup reported it; nothing a restart would fix
+) -> Result<(HandlerConfig, Option<MappingKey>), String> {
+    let cfg = HandlerConfig::parse(config_json).map_err(|e| e.to_string())?;
+    let key = match current {
+        None => None,
+        Some(p) => {
+            let source = cfg.rules.to_source(Some(&p)).map_err(|e| e.to_string())?;
+            let r = resolve(&source, p).map_err(|e| e.to_string())?;
+            Some(MappingKey::of(&r.mapping))
+        }
     };
-    let Some(tunlink) = tunlink_for(sys, iface, &cfg) else {
-        return WatchVerdict::Same;
-    };
-    let now = match link_status(sys, &tunlink) {
-        Ok(link) => resolve_for_link(&cfg, &link).ok().map(|r| r.mapping.prefix),
-        Err(_) => None,
-    };
-    // Compared as network and length: bits past the length (an RA address) are not a change.
-    let key = |p: Option<CustomerPrefix>| p.map(|p| (p.network(), p.len()));
-    if key(now) == key(current) {
-        WatchVerdict::Same
-    } else {
-        let show = |p: Option<CustomerPrefix>| p.map_or("none".to_string(), |p| p.to_string());
-        WatchVerdict::Changed(format!(
-            "prefix on {tunlink} is now {} (was {})",
-            show(now),
-            show(current)
-        ))
-    }
+    Ok((cfg, key))
 }

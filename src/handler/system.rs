@@ -11,18 +11,22 @@ use super::netlink::NetlinkError;
 use super::{netlink, System};
 use crate::command::{self, CommandError};
 use crate::state::{self, State, StateError};
+use crate::ubus::{self, Ubus, UbusError};
 
 /// A failure of the system layer, typed so the handler can tell a configuration problem from
-/// a transient one (see [`SysError::is_transient`]).
+/// a transient one.
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
-    /// A tool (`ubus`, `nft`) could not start, failed, or timed out.
+    /// A tool (`nft`) could not start, failed, or timed out.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// ubus: no ubusd, a timeout, or a refusal (other than "not found").
+    #[error(transparent)]
+    Ubus(UbusError),
     /// The kernel refused an address change, or the device is missing.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    /// `ubus call` answered with something that is not JSON.
+    /// `ubus call` answered with something we cannot read.
     #[error("{what}: bad reply: {why}")]
     BadReply { what: String, why: String },
     /// The ubus object does not exist (e.g. the tunnel link is not configured).
@@ -32,44 +36,48 @@ pub enum SysError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A failure injected by [`DryRun::fail_on`] (tests).
-    #[error("{0}: injected failure")]
-    Injected(&'static str),
+    #[error("{0:?}: injected failure")]
+    Injected(Step),
 }
 
-impl SysError {
-    /// A failure that may go away by itself (a timeout, a busy daemon): never a reason to
-    /// block restarts.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, SysError::NotFound(_))
+impl From<UbusError> for SysError {
+    fn from(e: UbusError) -> Self {
+        match e.status() {
+            Some(ubus::status::NOT_FOUND) => SysError::NotFound(e.to_string()),
+            _ => SysError::Ubus(e),
+        }
     }
 }
 
-/// The ubus CLI's exit status for UBUS_STATUS_NOT_FOUND (libubus `enum ubus_msg_status`).
-const UBUS_STATUS_NOT_FOUND: i32 = 4;
-
-/// How long one `ubus call` may take: netifd answers in milliseconds unless it is restarting,
-/// and a setup of a netifd that is gone must not hang (its ubus calls used to time out after
-/// the CLI's default 30 s).
+/// How long one ubus call may take: netifd answers in milliseconds unless it is restarting,
+/// and a setup of a netifd that is gone must not hang.
 pub const UBUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `nft -f` may take (a few hundred rules).
 pub const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The router: `ubus` and `nft` from PATH (both are OpenWrt base packages), netlink for the
-/// CE address, state in `$MAPE_STATE_DIR` (default `/var/run/mape`).
+/// The router: ubusd's socket (our own client, [`crate::ubus`]), `nft` from PATH, netlink for
+/// the CE address, state in `$MAPE_STATE_DIR` (default `/var/run/mape`).
 pub struct RealSystem {
     state_dir: PathBuf,
+    ubus: Option<Ubus>,
 }
 
 impl RealSystem {
     pub fn new() -> Self {
         RealSystem {
             state_dir: state_dir(),
+            ubus: None,
         }
     }
 
     /// `<state dir>/status`: a subdirectory, so `state_ifaces` never sees it.
     fn status_dir(&self) -> PathBuf {
         self.state_dir.join("status")
+    }
+
+    /// `<state dir>/failures`: transient setup failures in a row, per interface.
+    fn failures_dir(&self) -> PathBuf {
+        self.state_dir.join("failures")
     }
 }
 
@@ -86,31 +94,17 @@ impl Default for RealSystem {
 
 impl System for RealSystem {
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError> {
-        let secs = UBUS_TIMEOUT.as_secs().to_string();
-        let argv = [
-            "ubus",
-            "-t",
-            &secs,
-            "call",
-            object,
-            method,
-            &args.to_string(),
-        ];
-        // ubus's own -t ends the call; ours is a backstop should the socket itself hang.
-        let out = match command::run_with(&argv, None, UBUS_TIMEOUT + Duration::from_secs(5)) {
-            Ok(out) => out,
-            Err(e) if e.exit_code() == Some(UBUS_STATUS_NOT_FOUND) => {
-                return Err(SysError::NotFound(format!("ubus {object}")))
-            }
-            Err(e) => return Err(e.into()),
+        let mut conn = match self.ubus.take() {
+            Some(c) => c,
+            None => Ubus::connect(None, UBUS_TIMEOUT)?,
         };
-        if out.trim().is_empty() {
-            return Ok(Value::Null);
+        let reply = conn.call(object, method, args);
+        match &reply {
+            // A broken connection is dropped; the next call connects anew.
+            Err(UbusError::Io(_) | UbusError::Timeout(_) | UbusError::Protocol(_)) => {}
+            _ => self.ubus = Some(conn),
         }
-        serde_json::from_str(&out).map_err(|e| SysError::BadReply {
-            what: format!("ubus {object} {method}"),
-            why: e.to_string(),
-        })
+        Ok(reply?)
     }
 
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
@@ -156,18 +150,38 @@ impl System for RealSystem {
         state::remove(&self.status_dir(), iface);
     }
 
-    fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
-        crate::names::check_name("interface", iface)
-            .map_err(|_| StateError::BadName(iface.to_string()))?;
-        Ok(state::write_atomic(
-            &self.status_dir(),
-            &format!("{iface}.json"),
-            status.to_string().as_bytes(),
-        )?)
-    }
-
     fn state_ifaces(&mut self) -> Vec<String> {
         state::list(&self.state_dir)
+    }
+
+    fn owner_token(&mut self) -> String {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{}.{}.{}",
+            std::process::id(),
+            t.as_secs(),
+            t.subsec_nanos()
+        )
+    }
+
+    fn failures(&mut self, iface: &str) -> u32 {
+        let path = self.failures_dir().join(format!("{iface}.json"));
+        state::read_checked(&path)
+            .ok()
+            .flatten()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn set_failures(&mut self, iface: &str, n: u32) {
+        let dir = self.failures_dir();
+        if n == 0 {
+            state::remove(&dir, iface);
+        } else if crate::names::check_name("interface", iface).is_ok() {
+            let _ = state::write_atomic(&dir, &format!("{iface}.json"), n.to_string().as_bytes());
+        }
     }
 
     fn log(&mut self, line: &str) {
@@ -176,8 +190,25 @@ impl System for RealSystem {
     }
 }
 
-/// Records every action instead of doing it. `ubus call network.interface.<x> status` and
-/// `network.interface dump` are answered from the given JSON.
+/// Code a [`DryRun`] runs at a given moment (see [`DryRun::before_update`]).
+pub type Hook = Box<dyn FnOnce(&mut DryRun)>;
+
+/// A step of the system layer a [`DryRun`] can be told to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `network.interface.<tunlink> status`.
+    LinkStatus,
+    SaveState,
+    AddrAdd,
+    NftApply,
+    /// `notify_proto` with this action (0 update, 1 proto task, 3 error, 6 host dependency).
+    Notify(i64),
+}
+
+/// Records every action instead of doing it, and keeps a small model of what the actions
+/// would leave on the system (CE addresses, nft tables) so tests can check that a failed setup
+/// leaves nothing behind. `ubus call network.interface.<x> status` and `network.interface
+/// dump` are answered from the given JSON. [`DryRun::fail_on`] makes one step fail.
 pub struct DryRun {
     /// Status of the tunnel link, answered for any `network.interface.<name> status`.
     pub link_status: Option<Value>,
@@ -186,11 +217,19 @@ pub struct DryRun {
     pub link_mtu: Option<u32>,
     /// Saved states by interface.
     pub state: std::collections::BTreeMap<String, State>,
-    /// Saved `mape status` payloads by interface.
-    pub status: std::collections::BTreeMap<String, Value>,
     pub calls: Vec<Value>,
     pub nft: Vec<String>,
     pub log: Vec<String>,
+    /// What the recorded actions would have left: CE addresses (dev, address) and our tables.
+    pub addresses: std::collections::BTreeSet<(String, Ipv6Addr)>,
+    pub tables: std::collections::BTreeSet<String>,
+    /// Transient setup failures in a row, per interface.
+    pub failures: std::collections::BTreeMap<String, u32>,
+    /// Runs when the next update (`notify_proto` action 0) arrives, before it is answered:
+    /// tests put another setup there, as a restarted netifd would run one meanwhile.
+    pub before_update: Option<Hook>,
+    fail: Option<Step>,
+    owner: u32,
 }
 
 impl DryRun {
@@ -200,10 +239,33 @@ impl DryRun {
             dump: None,
             link_mtu: None,
             state: Default::default(),
-            status: Default::default(),
             calls: Vec::new(),
             nft: Vec::new(),
             log: Vec::new(),
+            addresses: Default::default(),
+            tables: Default::default(),
+            failures: Default::default(),
+            before_update: None,
+            fail: None,
+            owner: 0,
+        }
+    }
+
+    /// Takes the failure set with [`DryRun::fail_on`] away (to put it back later).
+    pub fn take_fail(&mut self) -> Option<Step> {
+        self.fail.take()
+    }
+
+    /// Makes `step` fail from now on (`None`: nothing fails).
+    pub fn fail_on(&mut self, step: Option<Step>) {
+        self.fail = step;
+    }
+
+    fn check(&self, step: Step) -> Result<(), SysError> {
+        if self.fail == Some(step) {
+            Err(SysError::Injected(step))
+        } else {
+            Ok(())
         }
     }
 
@@ -221,7 +283,16 @@ impl DryRun {
 
 impl System for DryRun {
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError> {
+        if method == "notify_proto" {
+            if args["action"] == 0 {
+                if let Some(hook) = self.before_update.take() {
+                    hook(self);
+                }
+            }
+            self.check(Step::Notify(args["action"].as_i64().unwrap_or(-1)))?;
+        }
         let reply = if method == "status" && object.starts_with("network.interface.") {
+            self.check(Step::LinkStatus)?;
             self.link_status
                 .clone()
                 .ok_or_else(|| SysError::NotFound(format!("ubus {object}")))?
@@ -245,13 +316,25 @@ impl System for DryRun {
     }
 
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
+        self.check(Step::NftApply)?;
         self.nft.push(script.to_string());
+        // Our scripts start with `add table ip T`, `delete table ip T`, then (to load) the
+        // table's body: the table exists afterwards exactly when the body is there.
+        if let Some(t) = script.lines().find_map(|l| l.strip_prefix("add table ip ")) {
+            if script.contains(&format!("table ip {t} {{")) {
+                self.tables.insert(t.to_string());
+            } else {
+                self.tables.remove(t);
+            }
+        }
         Ok(())
     }
 
     fn addr_add(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
+        self.check(Step::AddrAdd)?;
         self.calls.push(json!({ "object": "kernel", "method": "addr_add",
                                 "args": { "dev": dev, "address": format!("{addr}/128"), "flags": ["nodad"] } }));
+        self.addresses.insert((dev.to_string(), addr));
         Ok(())
     }
 
@@ -259,6 +342,7 @@ impl System for DryRun {
         self.calls
             .push(json!({ "object": "kernel", "method": "addr_del",
                                 "args": { "dev": dev, "address": format!("{addr}/128") } }));
+        self.addresses.remove(&(dev.to_string(), addr));
         Ok(())
     }
 
@@ -267,6 +351,7 @@ impl System for DryRun {
     }
 
     fn save_state(&mut self, state: &State) -> Result<(), SysError> {
+        self.check(Step::SaveState)?;
         self.state.insert(state.name.clone(), state.clone());
         Ok(())
     }
@@ -283,9 +368,21 @@ impl System for DryRun {
         self.state.keys().cloned().collect()
     }
 
-    fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
-        self.status.insert(iface.to_string(), status.clone());
-        Ok(())
+    fn owner_token(&mut self) -> String {
+        self.owner += 1;
+        format!("dry-run.{}", self.owner)
+    }
+
+    fn failures(&mut self, iface: &str) -> u32 {
+        self.failures.get(iface).copied().unwrap_or(0)
+    }
+
+    fn set_failures(&mut self, iface: &str, n: u32) {
+        if n == 0 {
+            self.failures.remove(iface);
+        } else {
+            self.failures.insert(iface.to_string(), n);
+        }
     }
 
     fn log(&mut self, line: &str) {

@@ -37,6 +37,11 @@ pub const OPTIONS: &[(&str, u8)] = &[
     ("encaplimit", 3),
     ("isp", 3),
     ("ports_exclude", 3),
+    // Set by odhcp6c's dhcpv6.script on the dynamic `map` interface it creates for option 94
+    // (the signature of the delegated prefixes, and of the addresses for lw4o6): declared so
+    // that netifd sees a new signature as a config change and sets the interface up again.
+    ("_prefsig", 3),
+    ("_addrsig", 3),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -294,14 +299,21 @@ fn boolean(o: &Map<String, Value>, key: &'static str) -> Result<Option<bool>, Co
     }
 }
 
-/// What the handler learns from `ubus call network.interface.<tunlink> status`.
+/// What the handler learns from `ubus call network.interface.<tunlink> status` (or from the
+/// same object in netifd's `interface.update` notification).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkStatus {
     pub up: bool,
+    /// netifd is still setting the interface up (`pending`).
+    pub pending: bool,
     /// The L3 device (e.g. `wan` or `eth1`), where the CE address goes.
     pub l3_device: Option<String>,
-    /// Candidate customer prefixes, best first: delegated prefixes (`ipv6-prefix`, which also
+    /// Usable customer prefixes, best first: delegated prefixes (`ipv6-prefix`, which also
     /// holds a static `ip6prefix`), then global /64 addresses (`ipv6-address`, RA-only lines).
+    /// A prefix whose valid lifetime is 0 (withdrawn: odhcp6c keeps listing the old prefix of a
+    /// renumbering for a while, first) is never a candidate; within each kind the longest
+    /// preferred lifetime comes first (a deprecated prefix, preferred 0, last), netifd's order
+    /// breaking ties. Entries without lifetimes (static) count as infinite.
     pub prefixes: Vec<CustomerPrefix>,
 }
 
@@ -316,6 +328,7 @@ impl LinkStatus {
             .as_object()
             .ok_or_else(|| ConfigError::Json("status: expected an object".into()))?;
         let up = o.get("up").and_then(Value::as_bool).unwrap_or(false);
+        let pending = o.get("pending").and_then(Value::as_bool).unwrap_or(false);
         let l3_device = o
             .get("l3_device")
             .or_else(|| o.get("device"))
@@ -324,42 +337,54 @@ impl LinkStatus {
         if let Some(d) = &l3_device {
             check_name("l3_device", d)?;
         }
-        let mut prefixes = Vec::new();
         let entries = |key: &str| {
             o.get(key)
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default()
         };
+        let mut pds: Vec<(CustomerPrefix, u64)> = Vec::new();
         for e in entries("ipv6-prefix") {
-            if let Some(p) = entry_prefix(&e) {
+            if let Some((p, preferred)) = usable(&e) {
                 if p.len() <= 64 && is_global(&p.addr()) {
-                    prefixes.push(p);
+                    pds.push((p, preferred));
                 }
             }
         }
+        let mut ras: Vec<(CustomerPrefix, u64)> = Vec::new();
         for e in entries("ipv6-address") {
-            if let Some(p) = entry_prefix(&e) {
+            if let Some((p, preferred)) = usable(&e) {
                 if is_global(&p.addr()) {
                     // An RA address: the line's /64 is what counts (bits past 64 are the host).
                     if let Some(p64) = CustomerPrefix::new(p.addr(), p.len().min(64)) {
-                        prefixes.push(p64);
+                        ras.push((p64, preferred));
                     }
                 }
             }
         }
+        // Stable sorts: netifd's order breaks ties.
+        pds.sort_by_key(|p| std::cmp::Reverse(p.1));
+        ras.sort_by_key(|p| std::cmp::Reverse(p.1));
         Ok(LinkStatus {
             up,
+            pending,
             l3_device,
-            prefixes,
+            prefixes: pds.into_iter().chain(ras).map(|(p, _)| p).collect(),
         })
     }
 }
 
-fn entry_prefix(e: &Value) -> Option<CustomerPrefix> {
+/// An entry's prefix and preferred lifetime, unless it is withdrawn (valid lifetime 0).
+/// netifd gives lifetimes in seconds left; without them (a static prefix) they are infinite.
+fn usable(e: &Value) -> Option<(CustomerPrefix, u64)> {
     let addr: Ipv6Addr = e.get("address")?.as_str()?.parse().ok()?;
     let mask = e.get("mask")?.as_u64()?;
-    CustomerPrefix::new(addr, u8::try_from(mask).ok()?)
+    let p = CustomerPrefix::new(addr, u8::try_from(mask).ok()?)?;
+    let lifetime = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX);
+    if lifetime("valid") == 0 {
+        return None;
+    }
+    Some((p, lifetime("preferred")))
 }
 
 /// Global unicast (2000::/3): excludes link-local, ULA and the like, which never carry MAP-E.
@@ -425,5 +450,47 @@ mod tests {
         assert_eq!(s.l3_device.as_deref(), Some("wan"));
         let p: Vec<String> = s.prefixes.iter().map(|p| p.to_string()).collect();
         assert_eq!(p, ["240b:10:3f6c:d400::/56", "240b:10:3f6c:d4ab::/64"]);
+    }
+
+    #[test]
+    fn withdrawn_prefixes_are_never_used_and_the_longest_preferred_wins() {
+        // odhcp6c during a renumbering: the old prefix first, withdrawn (valid 0).
+        let s = LinkStatus::parse(
+            r#"{"up":true,"l3_device":"wan","ipv6-prefix":[
+                {"address":"240b:10:3f6c:d400::","mask":56,"preferred":0,"valid":0},
+                {"address":"240b:10:1111:2200::","mask":56,"preferred":3600,"valid":7200}]}"#,
+        )
+        .unwrap();
+        let p: Vec<String> = s.prefixes.iter().map(|p| p.to_string()).collect();
+        assert_eq!(p, ["240b:10:1111:2200::/56"]);
+        // Several usable: the longest preferred lifetime first, a deprecated one last; RA
+        // addresses after every delegated prefix; no lifetime (static) counts as infinite.
+        let s = LinkStatus::parse(
+            r#"{"up":true,"l3_device":"wan","ipv6-prefix":[
+                {"address":"240b:10:aaaa:aa00::","mask":56,"preferred":0,"valid":100},
+                {"address":"240b:10:bbbb:bb00::","mask":56,"preferred":600,"valid":700},
+                {"address":"240b:10:cccc:cc00::","mask":56,"preferred":3000,"valid":7000},
+                {"address":"240b:10:dddd:dd00::","mask":56}],
+               "ipv6-address":[{"address":"240b:10:eeee:ee01::1","mask":64,"preferred":9999,"valid":9999}]}"#,
+        )
+        .unwrap();
+        let p: Vec<String> = s.prefixes.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            p,
+            [
+                "240b:10:dddd:dd00::/56",
+                "240b:10:cccc:cc00::/56",
+                "240b:10:bbbb:bb00::/56",
+                "240b:10:aaaa:aa00::/56",
+                "240b:10:eeee:ee01::/64"
+            ]
+        );
+        // Everything withdrawn: no prefix at all (the handler waits).
+        let s = LinkStatus::parse(
+            r#"{"up":true,"pending":true,"ipv6-prefix":[{"address":"240b:10:3f6c:d400::","mask":56,"preferred":0,"valid":0}],
+               "ipv6-address":[{"address":"240b:10:3f6c:d400::1","mask":64,"preferred":0,"valid":0}]}"#,
+        )
+        .unwrap();
+        assert!(s.prefixes.is_empty() && s.pending);
     }
 }

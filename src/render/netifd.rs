@@ -19,6 +19,7 @@ pub mod codes {
     pub const INVALID_OPTION: &str = "INVALID_OPTION";
     pub const ADDR_FAILED: &str = "ADDR_FAILED";
     pub const NFT_FAILED: &str = "NFT_FAILED";
+    pub const UPDATE_FAILED: &str = "UPDATE_FAILED";
     pub const ALL: &[&str] = &[
         INVALID_MAP_RULE,
         NO_MATCHING_PD,
@@ -28,6 +29,7 @@ pub mod codes {
         INVALID_OPTION,
         ADDR_FAILED,
         NFT_FAILED,
+        UPDATE_FAILED,
     ];
 }
 
@@ -81,7 +83,7 @@ pub fn update(p: &UpdateParams) -> Value {
     if let Some(zone) = &p.config.zone {
         data.insert("zone".into(), json!(zone));
     }
-    data.insert("mape".into(), calc::to_json(p.resolved));
+    data.insert("mape".into(), data_mape(p.resolved));
     let mut msg = json!({
         "action": 0,
         "interface": p.iface,
@@ -105,6 +107,25 @@ pub fn update(p: &UpdateParams) -> Value {
         msg["routes"] = json!([{ "target": "0.0.0.0", "netmask": "0" }]);
     }
     msg
+}
+
+/// At most this many port sets go into `data.mape`. netifd keeps the data, ubus carries it in
+/// every `network.interface dump` (LuCI asks every few seconds), and ubusd refuses messages
+/// over 1 MiB: a rule with PSID offset 15 has 32767 sets. Above the limit `port_sets` is left
+/// out (`port_sets_omitted: true`): it follows from `rule.psid_offset`, `rule.psid_len` and
+/// `psid`, and [`crate::state::MappingRecord::from_json`] derives it.
+pub const DATA_MAX_SETS: usize = 256;
+
+/// `data.mape`: the calculator's JSON, port sets bounded by [`DATA_MAX_SETS`].
+pub fn data_mape(r: &Resolved) -> Value {
+    let mut v = calc::to_json(r);
+    if r.mapping.ports.set_count() as usize > DATA_MAX_SETS {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("port_sets");
+            o.insert("port_sets_omitted".into(), json!(true));
+        }
+    }
+    v
 }
 
 /// notify_proto action 3: an error code (plus data) shown in the interface status and LuCI.

@@ -43,6 +43,8 @@ pub trait Source {
     fn state(&mut self, dir: &str, name: &str) -> Option<State>;
     /// Runs a command (no shell) and returns its stdout.
     fn run(&mut self, cmd: &str, args: &[&str]) -> Result<String, String>;
+    /// `ubus call <object> <method>` without arguments; `None` where there is no ubus.
+    fn ubus_call(&mut self, object: &str, method: &str) -> Option<Value>;
     /// Unix time in seconds.
     fn now(&mut self) -> u64;
     /// Feeds every line of the conntrack table to `line`; returns where it came from.
@@ -101,6 +103,12 @@ impl Source for RealSource {
     fn run(&mut self, cmd: &str, args: &[&str]) -> Result<String, String> {
         let argv: Vec<&str> = std::iter::once(cmd).chain(args.iter().copied()).collect();
         crate::command::run(&argv, None).map_err(|e| e.to_string())
+    }
+
+    fn ubus_call(&mut self, object: &str, method: &str) -> Option<Value> {
+        let mut u = crate::ubus::Ubus::connect(None, std::time::Duration::from_secs(5)).ok()?;
+        u.call(object, method, &Value::Object(Default::default()))
+            .ok()
     }
 
     fn now(&mut self) -> u64 {
@@ -215,10 +223,7 @@ pub fn discover(src: &mut dyn Source, dirs: &[String], use_ubus: bool) -> Vec<Ta
     }
 
     if use_ubus {
-        let dump = src
-            .run("ubus", &["call", "network.interface", "dump"])
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        let dump = src.ubus_call("network.interface", "dump");
         let list = dump
             .as_ref()
             .and_then(|d| d.get("interface"))
@@ -809,6 +814,11 @@ pub(crate) mod tests {
         }
         fn now(&mut self) -> u64 {
             self.time
+        }
+        fn ubus_call(&mut self, object: &str, method: &str) -> Option<Value> {
+            let line = format!("ubus call {object} {method}");
+            self.ran.push(line.clone());
+            serde_json::from_str(self.cmds.get(&line)?).ok()
         }
     }
 

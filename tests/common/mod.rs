@@ -121,23 +121,62 @@ pub fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
-/// A `ubus` stand-in for the namespace tests (a recorder, not netifd: the real netifd runs in
-/// the VM bed): `$FAKE_UBUS_DIR/status.json` answers any `network.interface.<x> status`,
-/// `dump.json` (else an empty list) answers `network.interface dump`, and every other call is
-/// appended to `calls.log`. It is only the messenger: addresses, nft tables and state are real.
-pub fn fake_ubus(dir: &std::path::Path) {
-    let script = r#"#!/bin/sh
-[ "$1" = -t ] && shift 2
-[ "$1" = call ] || exit 1
-case "$2 $3" in
-  network.interface.*" status") cat "$FAKE_UBUS_DIR/status.json" ;;
-  "network.interface dump") cat "$FAKE_UBUS_DIR/dump.json" 2>/dev/null || echo '{"interface":[]}' ;;
-  *) printf '%s %s %s\n' "$2" "$3" "$4" >> "$FAKE_UBUS_DIR/calls.log" ;;
-esac
-"#;
-    let path = dir.join("ubus");
-    std::fs::write(&path, script).unwrap();
-    run(&["chmod", "755", path.to_str().unwrap()]);
+/// netifd's ubus objects for the namespace tests: the real ubusd (built by
+/// tests/openwrt/userland.sh) and a recorder in the real ucode (tests/common/netifd-recorder.uc)
+/// standing in for netifd, which runs for real only in the VM bed. `dir/status.json` answers
+/// `network.interface.wan6 status`, `dir/dump.json` `network.interface dump`, and every
+/// `notify_proto` is appended to `dir/calls.log` as `network.interface notify_proto <JSON>`.
+/// `None` (one SKIP line) when the OpenWrt sources are absent outside CI.
+pub struct FakeNetifd {
+    pub ubusd: Ubusd,
+    pub dir: PathBuf,
+}
+
+impl FakeNetifd {
+    pub fn start(dir: &std::path::Path) -> Option<Self> {
+        let prefix = userland()?;
+        let mut ubusd = Ubusd::start(&prefix, dir);
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/common/netifd-recorder.uc");
+        let sock = ubusd.socket.to_str().unwrap().to_string();
+        let lib = prefix.join("lib/ucode");
+        ubusd.spawn(
+            &prefix,
+            &[
+                "bin/ucode",
+                "-L",
+                lib.to_str().unwrap(),
+                script.to_str().unwrap(),
+                &sock,
+                dir.to_str().unwrap(),
+            ],
+        );
+        wait_for(
+            || dir.join("recorder.ready").exists(),
+            "the netifd recorder",
+        );
+        Some(FakeNetifd {
+            ubusd,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The environment the handler needs to find this ubusd.
+    pub fn env(&self) -> String {
+        format!("MAPE_UBUS_SOCKET={}", self.ubusd.socket.display())
+    }
+
+    /// The recorded `notify_proto` calls, as JSON.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l.trim_start_matches("network.interface notify_proto "))
+                    .unwrap()
+            })
+            .collect()
+    }
 }
 
 /// The real OpenWrt userland (ubusd, rpcd, netifd, ucode, ...) built by
@@ -215,7 +254,10 @@ impl Drop for Ubusd {
 pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
