@@ -158,7 +158,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
                 handler::StatusPush::from_env(),
                 crate::status::RealSource::state_dirs(),
             );
-            let mut src = crate::status::RealSource::new();
+            let mut src = crate::status::RealSource::new(crate::render::nft::read_table);
             loop {
                 match handler::watch_once(&mut sys, iface, &config, current) {
                     WatchVerdict::Changed(why) => {

@@ -26,7 +26,7 @@ pub fn run(a: &StatusArgs) -> Result<i32, String> {
     if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() != 0) {
         return Err("status: needs root (it reads the conntrack table and nft)".into());
     }
-    let mut src = RealSource::new();
+    let mut src = RealSource::new(crate::render::nft::read_table);
     let dirs = RealSource::state_dirs();
     let mut targets = status::discover(&mut src, &dirs, true);
     if let Some(want) = &a.iface {

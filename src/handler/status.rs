@@ -303,7 +303,7 @@ mod tests {
         let mut w = StatusWatch::new(StatusPush::new(300), vec!["/st".into()]);
         status_round(&mut sys, &mut src, "wanmap", &mut w).unwrap();
         // The table disappears (fw4 flush): level down, new warning codes.
-        src.cmds.remove("nft list table ip mape_wanmap");
+        src.tables.remove("mape_wanmap");
         src.time += 10;
         status_round(&mut sys, &mut src, "wanmap", &mut w).unwrap();
         assert_eq!(pushes(&sys).len(), 1, "not before the alert floor");

@@ -321,10 +321,10 @@ fn iface_text(out: &mut String, s: &IfaceStatus, ct: &CtInfo) {
         let _ = writeln!(
             out,
             "  SNAT        new flows (attempts) since the table was loaded: tcp {}, udp {}, icmp {}, other {}",
-            c("snat_tcp"),
-            c("snat_udp"),
-            c("snat_icmp"),
-            c("snat_other")
+            c(super::nft::SNAT_TCP),
+            c(super::nft::SNAT_UDP),
+            c(super::nft::SNAT_ICMP),
+            c(super::nft::SNAT_OTHER)
         );
     }
     let st = &ct.stats;
