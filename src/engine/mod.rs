@@ -11,7 +11,7 @@ pub use mapping::{CeAddress, MapError, Mapping};
 pub use ports::{psid_from_left_aligned, PortParams, PortSet};
 pub use prefix::{CustomerPrefix, PrefixError};
 pub use rule::{IidFormat, Rule, RuleError};
-pub use snat::{SnatError, SnatPlan, TableReadBack, BUCKETS};
+pub use snat::{round_robin, SnatError, SnatPlan, TableReadBack, BUCKETS};
 
 /// The tunnel MTU the ISPs' paths allow: a 1500-byte IPv6 link minus the 40-byte IPv6 header
 /// that encapsulation adds (RFC 7597 §8.3: nothing should fragment inside the domain).

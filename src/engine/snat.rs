@@ -118,6 +118,51 @@ impl SnatPlan {
     }
 }
 
+/// Round-robin slots for `ranges`: each new flow takes the next slot, a slot names a range.
+/// Every range gets slots in proportion to its ports (exactly, by their greatest common
+/// divisor, while that needs at most 8 slots a range on average; else rounded to eighths of the
+/// largest range, at least one), so a range cut short by `ports_exclude` fills no sooner than
+/// the others. Without exclusions every range has the same size: slot i is range i. The slots
+/// are interleaved (smooth weighted round robin), so consecutive flows take different ranges.
+pub fn round_robin(ranges: &[PortSet]) -> Vec<usize> {
+    let lens: Vec<u32> = ranges.iter().map(PortSet::len).collect();
+    let g = lens.iter().copied().fold(0, gcd).max(1);
+    let mut weights: Vec<u32> = lens.iter().map(|l| l / g).collect();
+    if weights.iter().sum::<u32>() as usize > 8 * ranges.len() {
+        let max = lens.iter().copied().max().unwrap_or(1);
+        weights = lens
+            .iter()
+            .map(|l| ((8 * l + max / 2) / max).max(1))
+            .collect();
+    }
+    let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, w) in current.iter_mut().zip(&weights) {
+            *c += i64::from(*w);
+        }
+        // The first of the largest: ties go to the lower range.
+        let mut pick = 0;
+        for (i, c) in current.iter().enumerate() {
+            if *c > current[pick] {
+                pick = i;
+            }
+        }
+        current[pick] -= total;
+        out.push(pick);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// `sets` minus `cuts` (sorted), without port 0 (never a usable source port).
 fn cut(sets: impl Iterator<Item = PortSet>, cuts: &[PortSet]) -> Vec<PortSet> {
     let mut out = Vec::new();
@@ -204,6 +249,29 @@ mod tests {
         );
         let all: Vec<PortSet> = m.port_sets().collect();
         assert_eq!(SnatPlan::new(&m, &all), Err(SnatError::ExcludesAll));
+    }
+
+    #[test]
+    fn round_robin_weighs_ranges_by_their_ports() {
+        let m = v6plus();
+        let whole: Vec<PortSet> = m.port_sets().collect();
+        assert_eq!(round_robin(&whole), (0..15).collect::<Vec<_>>());
+        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[ps(7490, 7491)]).unwrap() else {
+            panic!()
+        };
+        let slots = round_robin(&ranges);
+        // 2, 12 and 14 × 16 ports: by their gcd 2, 1 + 6 + 14 × 8 slots.
+        assert_eq!(slots.len(), 119);
+        let count = |i| slots.iter().filter(|s| **s == i).count();
+        assert_eq!((count(0), count(1), count(2), count(15)), (1, 6, 8, 8));
+        // Interleaved: no range twice in a row.
+        assert!(slots.windows(2).all(|w| w[0] != w[1]), "{slots:?}");
+        // One odd port: rounded to eighths of a set, never less than one slot.
+        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[ps(7489, 7502)]).unwrap() else {
+            panic!()
+        };
+        let slots = round_robin(&ranges);
+        assert_eq!(slots.len(), 1 + 1 + 14 * 8);
     }
 
     #[test]

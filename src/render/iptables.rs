@@ -23,7 +23,7 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::{Mapping, PortSet, SnatError, SnatPlan, BUCKETS};
+use crate::engine::{round_robin, Mapping, PortSet, SnatError, SnatPlan, BUCKETS};
 
 /// The first HMARK mark: buckets are `MARK_BASE + 0 … MARK_BASE + BUCKETS − 1`.
 const MARK_BASE: u32 = 0x4d41_0000;
@@ -84,10 +84,12 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
     let mut rules = vec![format!("-A POSTROUTING -o {dev} -j {chain}")];
     match &plan {
         SnatPlan::Shared { addr, ranges, .. } => {
-            let n = ranges.len();
+            // Round-robin slots (one per range, or in proportion to the ranges' ports).
+            let slots = round_robin(ranges);
+            let n = slots.len();
             let _ = writeln!(
                 s,
-                "# New flows to one destination take the {n} port ranges in turn: HMARK puts the destination"
+                "# New flows to one destination take the {n} round-robin slots (port ranges) in turn: HMARK puts the destination"
             );
             let _ = writeln!(
                 s,
@@ -98,7 +100,7 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
                 "# ({n}-i)th flow that reaches it and the last rule takes the rest."
             );
             let cascade = |rules: &mut Vec<String>, from: &str, proto: &str| {
-                for (i, r) in ranges.iter().enumerate() {
+                for (i, r) in slots.iter().map(|s| &ranges[*s]).enumerate() {
                     let to = to_source(*addr, r);
                     rules.push(if i + 1 < n {
                         format!(

@@ -9,7 +9,8 @@
 //!   ICMP (ICMP maps the echo identifier into the range: without it IPv4 ping breaks on a shared
 //!   address). The kernel picks a free port inside the range;
 //! - per protocol, [`BUCKETS`] round-robin chains `tcp_<b>` / `udp_<b>`:
-//!   `numgen inc mod <ranges> vmap { 0 : goto set_0, … }`;
+//!   `numgen inc mod <slots> vmap { 0 : goto set_0, … }` (one slot per range, or slots in
+//!   proportion to the ranges' ports when `ports_exclude` cut some short: [`round_robin`]);
 //! - in `srcnat`, `jhash ip daddr . tcp dport mod BUCKETS seed … vmap { b : goto tcp_b, … }`
 //!   (the same for UDP), so the flows to one destination address and port take every range in
 //!   turn on a counter that other traffic rarely moves. ICMP echo takes one counter.
@@ -24,7 +25,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use crate::engine::Mapping;
-use crate::engine::{PortSet, SnatError, SnatPlan, TableReadBack, BUCKETS};
+use crate::engine::{round_robin, PortSet, SnatError, SnatPlan, TableReadBack, BUCKETS};
 
 /// New TCP flows through the tunnel (attempts: a flow whose SNAT clashes is counted too).
 pub const SNAT_TCP: &str = "snat_tcp";
@@ -93,7 +94,6 @@ pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
     let mut srcnat = Vec::new();
     match &plan {
         SnatPlan::Shared { addr, ranges, .. } => {
-            let n = ranges.len();
             for (i, r) in ranges.iter().enumerate() {
                 let _ = writeln!(s, "\tchain set_{i} {{");
                 for proto in ["tcp", "udp", "icmp"] {
@@ -105,7 +105,11 @@ pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
                 }
                 let _ = writeln!(s, "\t}}");
             }
-            let to_sets = vmap((0..n).map(|i| format!("goto set_{i}")));
+            // Round-robin slots: range i once each, or in proportion to its ports when
+            // `ports_exclude` cut some short.
+            let slots = round_robin(ranges);
+            let n = slots.len();
+            let to_sets = vmap(slots.iter().map(|i| format!("goto set_{i}")));
             for proto in ["tcp", "udp"] {
                 for b in 0..BUCKETS {
                     let _ = writeln!(s, "\tchain {proto}_{b} {{");
