@@ -119,21 +119,18 @@ impl SnatPlan {
 }
 
 /// Round-robin slots for `ranges`: each new flow takes the next slot, a slot names a range.
-/// Every range gets slots in proportion to its ports (exactly, by their greatest common
-/// divisor, while that needs at most 8 slots a range on average; else rounded to eighths of the
-/// largest range, at least one), so a range cut short by `ports_exclude` fills no sooner than
-/// the others. Without exclusions every range has the same size: slot i is range i. The slots
-/// are interleaved (smooth weighted round robin), so consecutive flows take different ranges.
+/// Every range gets slots in proportion to its ports (by their greatest common divisor), so a
+/// range cut short by `ports_exclude` fills no sooner than the others, as long as that needs at
+/// most 2 slots a range on average; beyond that (small or odd pieces) each range gets one slot,
+/// which keeps the ruleset size bounded (see docs/port-allocation.md for the trade-off). Without
+/// exclusions every range has the same size: slot i is range i. The slots are interleaved
+/// (smooth weighted round robin), so consecutive flows take different ranges.
 pub fn round_robin(ranges: &[PortSet]) -> Vec<usize> {
     let lens: Vec<u32> = ranges.iter().map(PortSet::len).collect();
     let g = lens.iter().copied().fold(0, gcd).max(1);
     let mut weights: Vec<u32> = lens.iter().map(|l| l / g).collect();
-    if weights.iter().sum::<u32>() as usize > 8 * ranges.len() {
-        let max = lens.iter().copied().max().unwrap_or(1);
-        weights = lens
-            .iter()
-            .map(|l| ((8 * l + max / 2) / max).max(1))
-            .collect();
+    if weights.iter().sum::<u32>() as usize > 2 * ranges.len() {
+        weights = vec![1; ranges.len()];
     }
     let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
     let mut current = vec![0i64; weights.len()];
@@ -256,22 +253,21 @@ mod tests {
         let m = v6plus();
         let whole: Vec<PortSet> = m.port_sets().collect();
         assert_eq!(round_robin(&whole), (0..15).collect::<Vec<_>>());
+        // Half a set excluded: 8 and 14 × 16 ports, 1 + 14 × 2 slots.
+        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[ps(7488, 7495)]).unwrap() else {
+            panic!()
+        };
+        let slots = round_robin(&ranges);
+        assert_eq!(slots.len(), 29);
+        let count = |i| slots.iter().filter(|s| **s == i).count();
+        assert_eq!((count(0), count(1), count(14)), (1, 2, 2));
+        // Interleaved: no range twice in a row.
+        assert!(slots.windows(2).all(|w| w[0] != w[1]), "{slots:?}");
+        // Pieces of 2 and 12 ports would need 119 slots: one slot each instead.
         let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[ps(7490, 7491)]).unwrap() else {
             panic!()
         };
-        let slots = round_robin(&ranges);
-        // 2, 12 and 14 × 16 ports: by their gcd 2, 1 + 6 + 14 × 8 slots.
-        assert_eq!(slots.len(), 119);
-        let count = |i| slots.iter().filter(|s| **s == i).count();
-        assert_eq!((count(0), count(1), count(2), count(15)), (1, 6, 8, 8));
-        // Interleaved: no range twice in a row.
-        assert!(slots.windows(2).all(|w| w[0] != w[1]), "{slots:?}");
-        // One odd port: rounded to eighths of a set, never less than one slot.
-        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[ps(7489, 7502)]).unwrap() else {
-            panic!()
-        };
-        let slots = round_robin(&ranges);
-        assert_eq!(slots.len(), 1 + 1 + 14 * 8);
+        assert_eq!(round_robin(&ranges), (0..16).collect::<Vec<_>>());
     }
 
     #[test]
