@@ -143,9 +143,14 @@ class Bed:
                    f"&& ip route add default via {SRV} && sysctl -qw net.ipv4.ip_forward=1")
         # The server answers on 10.99.0.2 and, for the connection-rate test, on every address of
         # 10.99.1.0/24 (a local route: any address in it is ours).
+        # 10.99.2.0/24: the busy sites; 10.99.3.0/24: a DNS resolver; 10.99.4.0/24: QUIC servers.
         self.x(srv, f"ip addr add {SRV}/30 dev srv0 && ip link set srv0 up "
                     f"&& ip route add {v4}/32 via 10.99.0.1 "
-                    f"&& ip route add local 10.99.1.0/24 dev lo")
+                    + "".join(f"&& ip route add local 10.99.{n}.0/24 dev lo " for n in (1, 2, 3, 4)))
+        # UDP flows of the udp shape stay in conntrack for the whole run (a QUIC client keeps
+        # its flows alive); 30 s of silence would otherwise free their ports.
+        self.x(ce, "sysctl -qw net.netfilter.nf_conntrack_udp_timeout=600 "
+                   "net.netfilter.nf_conntrack_udp_timeout_stream=600", check=False)
 
     def x(self, ns, script, check=True):
         return sh(["ip", "netns", "exec", ns, "sh", "-c", script], check=check)
@@ -159,6 +164,12 @@ class Bed:
         return p
 
     def load(self, script):
+        if isinstance(script, tuple):  # ("iptables", file): the plain-Linux iptables renderer
+            ns_run(self.ns["ce"], ["nft", "flush", "ruleset"])
+            r = ns_run(self.ns["ce"], ["iptables-restore"], input=script[1])
+            if r.returncode != 0:
+                raise RuntimeError(f"iptables-restore in {self.ns['ce']}: {r.stderr.strip()}")
+            return
         r = ns_run(self.ns["ce"], ["nft", "-f", "-"], input=script)
         if r.returncode != 0:
             raise RuntimeError(f"nft -f in {self.ns['ce']}: {r.stderr.strip()}")
@@ -183,11 +194,20 @@ def mapping(binary, shape):
     setup_args = [binary, "netifd", "setup", "wanmap", '{"tunlink":"wan6"}', "--dry-run",
                   "--tunlink-status", status]
     report = json.loads(sh(setup_args))
+    ipt = sh([binary, "generate", "--wan", "eth9", "--name", "wanmap", "--prefix",
+              f"{addr}/{plen}", "--format", "iptables"])
+    sets = [tuple(s) for s in calc["port_sets"]]
+    # Our table is the structure rulesets.bucket_table() models, with 64 buckets: the bucket
+    # counts compared below differ from ours in that number only.
+    table = report["nft"][report["nft"].index("table ip mape_wanmap {"):]
+    if table != rulesets.bucket_table(64, DEV, calc["ipv4"], sets):
+        raise RuntimeError("rulesets.bucket_table(64) no longer matches mape's table: update it")
     return {
         "v4": calc["ipv4"],
-        "sets": [tuple(s) for s in calc["port_sets"]],
+        "sets": sets,
         "ports": calc["port_count"],
         "nft": report["nft"],
+        "ipt": ipt,
         "setup_args": setup_args,
     }
 
@@ -195,6 +215,11 @@ def mapping(binary, shape):
 def builders(m):
     return {
         "ours": rulesets.ours(m["nft"]),
+        "ipt": rulesets.iptables(m["ipt"]),
+        "prev": rulesets.previous,
+        "k8": rulesets.buckets(8),
+        "k16": rulesets.buckets(16),
+        "k32": rulesets.buckets(32),
         "fw4": rulesets.fw4_stock,
         "perport": rulesets.perport,
         "marks": rulesets.marks,
@@ -209,8 +234,15 @@ def owned(m, port):
 
 # --- 1. port utilisation -------------------------------------------------------------------
 
-UTIL_MODES = ("alone", "mixed")
-MODE_LABEL = {"alone": "nothing else", "mixed": "other traffic"}
+UTIL_MODES = ("alone", "mixed", "sites", "udp")
+MODE_LABEL = {"alone": "nothing else", "mixed": "other traffic",
+              "sites": "three busy sites + other TCP, DNS and QUIC",
+              "udp": "UDP flows to one server + other TCP, DNS and QUIC"}
+# Which rule sets run which traffic (every pair costs a bed and up to the time cap).
+MODE_VARIANTS = {"alone": ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest"),
+                 "mixed": ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest"),
+                 "sites": ("ours", "ipt", "prev", "perdest", "k8", "k16", "k32"),
+                 "udp": ("ours", "ipt", "prev", "perdest")}
 MIXED_SEED = 7
 
 
@@ -219,18 +251,20 @@ def utilisation_one(shape, variant, mode, m, cap):
     try:
         bed.load(builders(m)[variant](DEV, m["v4"], m["sets"]))
         peers = f"/tmp/{PREFIX}{shape}-{variant}-{mode}.peers"
-        srv = bed.popen(bed.ns["srv"], ["python3", f"{HERE}/server.py", "hold", SRV, "8080",
+        addr, port, kind = {"sites": ("0.0.0.0", "443", "hold"),
+                            "udp": (SRV, "4433", "udpecho")}.get(mode, (SRV, "8080", "hold"))
+        srv = bed.popen(bed.ns["srv"], ["python3", f"{HERE}/server.py", kind, addr, port,
                                         peers], stdout=subprocess.PIPE)
         assert srv.stdout.readline().strip() == "ready"
         seed = ""
-        if mode == "mixed":
+        if mode != "alone":
             other = bed.popen(bed.ns["srv"], ["python3", f"{HERE}/server.py", "churn"] +
                               RATE_PORTS, stdout=subprocess.PIPE)
             assert other.stdout.readline().strip() == "ready"
             seed = str(MIXED_SEED)
-        out = bed.run(bed.ns["lan"], ["python3", f"{HERE}/hold.py", SRV, "8080",
+        out = bed.run(bed.ns["lan"], ["python3", f"{HERE}/hold.py", SRV, port,
                                       str(m["ports"]), str(cap), bed.ns["ce"]] +
-                      ([seed] if seed else []))
+                      ([seed, mode] if seed else []))
         res = json.loads(out)
         srv.send_signal(signal.SIGTERM)
         srv.wait(30)
@@ -254,11 +288,54 @@ def utilisation_one(shape, variant, mode, m, cap):
         bed.close()
 
 
-def utilisation(maps, variants, modes, cap):
-    jobs = [(s, v, mo) for s in maps for v in variants for mo in modes]
-    with ThreadPoolExecutor(len(jobs)) as ex:
+def utilisation(maps, variants, modes, cap, parallel):
+    jobs = [(s, v, mo) for mo in modes for s in maps for v in variants
+            if v in MODE_VARIANTS[mo]]
+    with ThreadPoolExecutor(min(parallel, len(jobs))) as ex:
         futs = {j: ex.submit(utilisation_one, j[0], j[1], j[2], maps[j[0]], cap) for j in jobs}
         return {j: f.result() for j, f in futs.items()}
+
+
+# --- 1b. ruleset size and load time ---------------------------------------------------------
+
+LOAD_VARIANTS = ("prev", "k8", "k16", "k32", "ours", "prev_ipt", "ipt")
+
+
+def load_times(maps, runs):
+    """Each rule set loaded `runs` times into one CE namespace (the nft scripts start with
+    `flush ruleset`; iptables files replace their tables), order rotating; median wall time of
+    `nft -f` / `iptables-restore` and its peak memory (GNU time's maximum RSS)."""
+    out = {}
+    for shape, m in maps.items():
+        bed = Bed(f"load{shape[0]}", m["v4"])
+        try:
+            b = builders(m)
+            b["prev_ipt"] = rulesets.previous_ipt
+            texts = {v: b[v](DEV, m["v4"], m["sets"]) for v in LOAD_VARIANTS}
+            got = {v: [] for v in LOAD_VARIANTS}
+            rss = {v: 0 for v in LOAD_VARIANTS}
+            for i in range(runs):
+                for v in LOAD_VARIANTS[i % len(LOAD_VARIANTS):] + LOAD_VARIANTS[:i % len(LOAD_VARIANTS)]:
+                    t = texts[v]
+                    ipt = isinstance(t, tuple)
+                    if ipt:
+                        ns_run(bed.ns["ce"], ["nft", "flush", "ruleset"])
+                    argv = ["iptables-restore"] if ipt else ["nft", "-f", "-"]
+                    t0 = time.perf_counter()
+                    r = ns_run(bed.ns["ce"], ["/usr/bin/time", "-f", "%M"] + argv,
+                               input=t[1] if ipt else t)
+                    got[v].append(time.perf_counter() - t0)
+                    if r.returncode != 0:
+                        raise RuntimeError(f"loading {v}: {r.stderr.strip()[-300:]}")
+                    rss[v] = max(rss[v], int(r.stderr.strip().splitlines()[-1]))
+            out[shape] = {v: {"seconds": statistics.median(got[v]), "rss_kb": rss[v],
+                              "bytes": len(texts[v][1] if isinstance(texts[v], tuple)
+                                           else texts[v])} for v in LOAD_VARIANTS}
+            log(f"load {shape}: " + ", ".join(f"{v} {x['seconds'] * 1e3:.0f} ms"
+                                               for v, x in out[shape].items()))
+        finally:
+            bed.close()
+    return out
 
 
 # --- 2. throughput -------------------------------------------------------------------------
@@ -453,9 +530,9 @@ def drops_cell(r):
     return "never reached 90 %" if r["synretrans_90"] is None else str(r["synretrans_90"])
 
 
-def report(info, maps, util, tput, rounds, foot, args, took):
-    cols = [v for v in ("ours", "fw4", "perport", "marks", "perdest")
-            if any(k[1] == v for k in util)]
+def report(info, maps, util, loads, tput, rounds, foot, args, took):
+    cols = [v for v in ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest", "k8",
+                        "k16", "k32") if any(k[1] == v for k in util)]
     modes = [mo for mo in UTIL_MODES if any(k[2] == mo for k in util)]
     rate_vs = list(rounds[0].keys())
     rate_ratios = {v: [r[v]["rate"] / r["masq"]["rate"] for r in rounds] for v in rate_vs}
@@ -490,22 +567,32 @@ def report(info, maps, util, tput, rounds, foot, args, took):
     hdr = ["figure", "baseline (same run)"] + [SHORT[v] for v in cols]
     a("| " + " | ".join(hdr) + " |")
     a("|" + " --- |" * len(hdr))
+    def cell(f, shape, v, mo):
+        r = util.get((shape, v, mo))
+        return "–" if r is None else f(r)
     for mo in modes:
         for shape in maps:
             n = maps[shape]["ports"]
-            what = "one server, nothing else" if mo == "alone" else "one server + other traffic"
-            a(f"| port utilisation, {SHAPES[shape][2]}, {what} | {n} allowed ports | " +
-              " | ".join(f"**{util_cell(util[(shape, v, mo)])}**" for v in cols) + " |")
+            a(f"| held ÷ allowed, {SHAPES[shape][2]}, {MODE_LABEL[mo]} | {n} allowed ports"
+              f"{' a site' if mo == 'sites' else ''} | " +
+              " | ".join(cell(lambda r: f"**{util_cell(r)}**", shape, v, mo) for v in cols) +
+              " |")
     for mo in modes:
         if mo == "alone":
             continue
-        a("| SYN drops before 90 % use, other traffic, v6plus / OCN | 0 (an ideal NAT) | " +
-          " | ".join(" / ".join(drops_cell(util[(s_, v, mo)]) for s_ in maps) for v in cols) +
+        what = "first-datagram" if mo == "udp" else "SYN"
+        a(f"| {what} drops before 90 % use, {MODE_LABEL[mo]}, v6plus / OCN | 0 (an ideal NAT) | " +
+          " | ".join(" / ".join(cell(drops_cell, s_, v, mo) for s_ in maps) for v in cols) +
           " |")
-        a("| time to 90 % use, other traffic, v6plus / OCN | – | " +
-          " | ".join(" / ".join(t90_cell(util[(s_, v, mo)]) for s_ in maps) for v in cols) +
+        a(f"| time to 90 % use, {MODE_LABEL[mo]}, v6plus / OCN | – | " +
+          " | ".join(" / ".join(cell(t90_cell, s_, v, mo) for s_ in maps) for v in cols) +
           " |")
-    a(f"| TCP throughput | plain masquerade | **{fmt_ratio(tput_ratio)}** | " +
+    lo = loads["ocn"]
+    a(f"| ruleset load time, OCN | previous mape-rs (nft / iptables) | **{fmt_ratio(lo['ours']['seconds'] / lo['prev']['seconds'])}** | "
+      f"**{fmt_ratio(lo['ipt']['seconds'] / lo['prev_ipt']['seconds'])}** | " +
+      " | ".join(f"**{fmt_ratio(lo[v]['seconds'] / lo['prev']['seconds'])}**" if v in lo else "–"
+                 for v in cols[2:]) + " |")
+    a(f"| TCP throughput (nft) | plain masquerade | **{fmt_ratio(tput_ratio)}** | " +
       " | ".join("–" for _ in cols[1:]) + " |")
     a("| new TCP connections per second | plain masquerade | " +
       " | ".join(f"**{fmt_ratio(rate_ratio[v])}**" if v in rate_ratio else "–" for v in cols) +
@@ -532,6 +619,16 @@ def report(info, maps, util, tput, rounds, foot, args, took):
       "UDP datagrams (DNS-like) to other hosts (250 addresses), drawn from a seeded generator, "
       "so every rule set sees the same sequence: a page with many connections to one site while "
       "other things talk.")
+    a("- **three busy sites + other TCP, DNS and QUIC**: three destinations (10.99.2.1–3:443) "
+      "take a connection each in turn, each until its own ports run out, while the mixed "
+      "traffic above runs plus, before each connection, one DNS-like UDP query to one "
+      "resolver (a new flow each) and, half the time, a QUIC-like UDP flow to one of four "
+      "servers. held = the smallest of the three sites; 90 % = all three at 90 %.")
+    a("- **UDP flows to one server**: a QUIC or game client opens UDP flows to ONE server "
+      "(10.99.0.2:4433, an echo server) one after the other and keeps them (the CE keeps idle "
+      "UDP flows 600 s here); a flow whose first datagram gets no answer within 1 s tries "
+      "again (a new NAT decision) up to 3 times; the run ends when a flow gets no answer at "
+      "all. Other traffic as for the sites. Drops = lost first datagrams.")
     a("- **SYN drops before 90 %**: SYN retransmissions on the LAN host until 90 % of the ports "
       "were in use; each one is a SYN the CE dropped (a NAT clash: the chosen port or set was "
       "taken; conntrack `insert_failed` in the CE agrees) and costs the page a ≥ 1 s stall.")
@@ -542,7 +639,9 @@ def report(info, maps, util, tput, rounds, foot, args, took):
     for mo in modes:
         for shape in maps:
             for v in cols:
-                r = util[(shape, v, mo)]
+                r = util.get((shape, v, mo))
+                if r is None:
+                    continue
                 t90 = t90_cell(r)
                 a(f"| {SHORT[v]} | {SHAPES[shape][2]} ({maps[shape]['ports']}) | {MODE_LABEL[mo]} | "
                   f"**{util_cell(r)}** | {r['count']} | {drops_cell(r)} | {t90} | "
@@ -553,6 +652,26 @@ def report(info, maps, util, tput, rounds, foot, args, took):
       "line's port sets (a BR would drop them); the server checks every one.")
     a("")
     # 2
+    a("## 1b. Ruleset size and load time")
+    a("")
+    a(f"Each rule set loaded {args.load_runs} times into one CE namespace, the order rotating "
+      "(nft scripts begin with `flush ruleset`; an iptables file replaces the nat and mangle "
+      "tables); median wall time of `nft -f` or `iptables-restore` (nf_tables backend), and "
+      "its peak memory (maximum RSS). Baseline: the previous mape-rs ruleset of the same kind.")
+    a("")
+    a("| rule set | shape | text (bytes) | load time | ÷ previous | peak RSS (KiB) |")
+    a("| --- | --- | --- | --- | --- | --- |")
+    names = {"prev": "previous mape-rs (nft)", "k8": "8 buckets (nft)", "k16": "16 buckets (nft)",
+             "k32": "32 buckets (nft)", "ours": "mape-rs: 64 buckets (nft)",
+             "prev_ipt": "previous mape-rs (iptables)", "ipt": "mape-rs: 64 buckets (iptables)"}
+    for shape in maps:
+        lo = loads[shape]
+        for v in LOAD_VARIANTS:
+            base = lo["prev_ipt" if v in ("prev_ipt", "ipt") else "prev"]["seconds"]
+            a(f"| {names[v]} | {SHAPES[shape][2]} | {lo[v]['bytes']} | "
+              f"{lo[v]['seconds'] * 1e3:.0f} ms | **{fmt_ratio(lo[v]['seconds'] / base)}** | "
+              f"{lo[v]['rss_kb']} |")
+    a("")
     a("## 2. Throughput (iperf3 TCP, LAN → server through the CE)")
     a("")
     a(f"{len(tput['ours'])} pairs of runs (`iperf3 -t {args.tput_secs} -O 1`: one second of "
@@ -649,8 +768,10 @@ def report(info, maps, util, tput, rounds, foot, args, took):
     return "\n".join(L)
 
 
-SHORT = {"ours": "mape-rs", "fw4": "stock fw4", "perport": "per-port numgen",
-         "marks": "per-set marks", "perdest": "proposal (not shipped)", "masq": "masquerade"}
+SHORT = {"ours": "mape-rs", "ipt": "mape-rs iptables", "prev": "previous mape-rs",
+         "fw4": "stock fw4", "perport": "per-port numgen", "marks": "per-set marks",
+         "perdest": "earlier proposal", "k8": "8 buckets", "k16": "16 buckets",
+         "k32": "32 buckets", "masq": "masquerade"}
 
 NOTES = [
     "Path: this kernel has no ip6tnl, so there is no IPv4-in-IPv6 encapsulation; the tunnel is "
@@ -670,11 +791,14 @@ NOTES = [
     "connections to one server land on sets unevenly and the fullest sets start dropping SYNs "
     "before the line is full. Per port this starts early (one used port is enough for a clash); "
     "per set it starts late (the kernel looks for a free port among the set's 16).",
-    "The proposal column is not what mape-rs generates: it is our rules with one round-robin "
-    "counter per destination bucket (`jhash ip daddr mod 16` → 16 chains, each with the three "
-    "`numgen` rules), measured here to decide whether to adopt it; see `bench/rulesets.py`. "
-    "Its price is ruleset size: 16 × 3 anonymous maps (3024 map elements for OCN) with nft "
-    "1.0.6, which cannot keep port ranges in one shared named map.",
+    "mape-rs now keeps one round-robin counter per destination bucket: `jhash ip daddr . tcp "
+    "dport mod 64` (UDP alike, another seed) picks one of 64 chains per protocol, each with its "
+    "own `numgen inc` over the port sets (docs/port-allocation.md). The iptables renderer does "
+    "the same with HMARK and per-bucket `statistic` cascades. The 8/16/32-bucket columns are "
+    "the same table with fewer buckets (bench/rulesets.py, checked against mape's own at 64); "
+    "the earlier proposal is the previous ruleset with 16 buckets by destination address only "
+    "(three maps per bucket). Previous mape-rs is the ruleset shipped before: one counter per "
+    "protocol.",
     "Nothing here passes or fails on absolute numbers; the machine is shared and its load moves "
     "absolute values by tens of percent between runs.",
 ]
@@ -692,11 +816,14 @@ def main():
     ap.add_argument("--rate-secs", type=float, default=0.5)
     ap.add_argument("--rate-inflight", type=int, default=64)
     ap.add_argument("--setup-n", type=int, default=100)
-    ap.add_argument("--only", default="util,tput,rate,foot",
+    ap.add_argument("--only", default="util,load,tput,rate,foot",
                     help="comma-separated phases; anything less than all prints JSON only")
-    ap.add_argument("--util-variants", default="ours,fw4,perport,marks,perdest")
+    ap.add_argument("--util-variants", default="ours,ipt,prev,fw4,perport,marks,perdest,k8,k16,k32")
+    ap.add_argument("--parallel", type=int, default=22,
+                    help="port-utilisation runs at once (each a bed of three namespaces)")
+    ap.add_argument("--load-runs", type=int, default=15)
     ap.add_argument("--util-modes", default=",".join(UTIL_MODES))
-    ap.add_argument("--rate-variants", default="ours,fw4,perport,marks,perdest,masq")
+    ap.add_argument("--rate-variants", default="ours,ipt,prev,fw4,perport,marks,perdest,masq")
     args = ap.parse_args()
     only = set(args.only.split(","))
     if os.geteuid() != 0:
@@ -728,12 +855,16 @@ def main():
                     "as on a router (see Notes)")
     maps = {s_: mapping(binary, s_) for s_ in SHAPES}
     log(f"kernel {info['kernel']}, load {info['load']:.2f}")
-    util = tput = rounds = foot = None
+    util = tput = rounds = foot = loads = None
     if "util" in only:
         log("1. port utilisation: all runs in parallel, each in its own namespaces "
             f"(up to {args.util_cap:.0f} s)")
         util = utilisation(maps, args.util_variants.split(","), args.util_modes.split(","),
-                           args.util_cap)
+                           args.util_cap, args.parallel)
+    loads = None
+    if "load" in only:
+        log("1b. ruleset size and load time")
+        loads = load_times(maps, args.load_runs)
     if "tput" in only:
         log("2. throughput")
         tput = throughput(maps["v6plus"], args.tput_runs, args.tput_secs)
@@ -746,16 +877,18 @@ def main():
         foot = footprint(root, maps["v6plus"]["setup_args"], args.setup_n)
     info["load_end"] = os.getloadavg()[0]
     took = time.monotonic() - t0
-    if None in (util, tput, rounds, foot):
+    if None in (util, tput, rounds, foot, loads):
         print(json.dumps({"util": {"/".join(k): v for k, v in (util or {}).items()},
-                          "tput": tput, "rate": rounds, "foot": foot}, indent=1, default=str))
+                          "load": loads, "tput": tput, "rate": rounds, "foot": foot}, indent=1,
+                         default=str))
         return
     raw = os.path.join(root, "target", "bench")
     os.makedirs(raw, exist_ok=True)
     with open(os.path.join(raw, "last-run.json"), "w") as f:
         json.dump({"info": info, "util": {"/".join(k): v for k, v in util.items()},
-                   "tput": tput, "rate": rounds, "foot": foot}, f, indent=1, default=str)
-    md = report(info, maps, util, tput, rounds, foot, args, took)
+                   "load": loads, "tput": tput, "rate": rounds, "foot": foot}, f, indent=1,
+                  default=str)
+    md = report(info, maps, util, loads, tput, rounds, foot, args, took)
     with open(args.out, "w") as f:
         f.write(md)
     print(md)

@@ -107,7 +107,7 @@ def marks(dev, v4, sets):
 
 
 LABELS = {
-    "ours": "mape-rs (ours)",
+    "ours": "mape-rs (ours: a counter per destination bucket, 64 buckets)",
     "fw4": "stock OpenWrt 22.03+ (map.sh + fw4)",
     "perport": "community per-port `numgen` map",
     "marks": "community per-set rules + `numgen` marks",
@@ -144,4 +144,96 @@ table ip mape_wanmap {{
     return build
 
 
-LABELS["perdest"] = "proposal: ours + a counter per destination bucket (`jhash ip daddr`)"
+LABELS["perdest"] = ("earlier proposal: previous mape-rs + a counter per destination bucket "
+                     "(`jhash ip daddr mod 16`)")
+
+
+def previous(dev, v4, sets):
+    """mape-rs before the destination buckets: one `numgen inc` counter per protocol walks the
+    port sets (one anonymous map per protocol), as the project shipped it until this change."""
+    items = ", ".join(f"{i} : {v4} . {lo}-{hi}" for i, (lo, hi) in enumerate(sets))
+    rules = "\n".join(
+        f'\t\toifname "{dev}" meta l4proto {p} counter snat ip to numgen inc mod {len(sets)} '
+        f"map {{ {items} }}" for p in ("tcp", "udp", "icmp"))
+    return f"""flush ruleset
+table ip mape_wanmap {{
+	chain srcnat {{
+		type nat hook postrouting priority srcnat - 1; policy accept;
+{rules}
+		oifname "{dev}" snat ip to {v4}
+	}}
+}}
+""" + fw4_masq(dev)
+
+
+def bucket_table(k, dev, v4, sets):
+    """Our table's structure with k buckets (src/render/nft.rs, whole port sets, no
+    exclusions): one chain per set, k round-robin chains per protocol, jhash of the destination
+    address and port. bench.py checks that k = 64 gives the table mape prints, so the other
+    bucket counts measured here differ from ours in k only."""
+    n = len(sets)
+    out = ["table ip mape_wanmap {"]
+    for c in ("snat_tcp", "snat_udp", "snat_icmp", "snat_other", "mss_clamp"):
+        out.append(f"\tcounter {c} {{ }}")
+    out.append("\tset ports_exclude {\n\t\ttype inet_service\n\t\tflags interval\n\t}")
+    for i, (lo, hi) in enumerate(sets):
+        out.append(f"\tchain set_{i} {{")
+        for p in ("tcp", "udp", "icmp"):
+            out.append(f"\t\tmeta l4proto {p} snat ip to {v4}:{lo}-{hi}")
+        out.append("\t}")
+    to_sets = "{ " + ", ".join(f"{i} : goto set_{i}" for i in range(n)) + " }"
+    for p in ("tcp", "udp"):
+        for b in range(k):
+            out.append(f"\tchain {p}_{b} {{\n\t\tnumgen inc mod {n} vmap {to_sets}\n\t}}")
+    out.append("\tchain srcnat {")
+    out.append("\t\ttype nat hook postrouting priority srcnat - 1; policy accept;")
+    for p, c, seed in (("tcp", "snat_tcp", 0x6d617065), ("udp", "snat_udp", 0x75647030)):
+        vm = "{ " + ", ".join(f"{b} : goto {p}_{b}" for b in range(k)) + " }"
+        out.append(f'\t\toifname "{dev}" meta l4proto {p} counter name "{c}" jhash ip daddr . '
+                   f"{p} dport mod {k} seed {seed:#010x} vmap {vm}")
+    out.append(f'\t\toifname "{dev}" meta l4proto icmp counter name "snat_icmp" numgen inc mod '
+               f"{n} vmap {to_sets}")
+    out.append(f'\t\toifname "{dev}" counter name "snat_other" snat ip to {v4}')
+    out.append("\t}")
+    out.append("\tchain mssclamp {")
+    out.append("\t\ttype filter hook forward priority mangle; policy accept;")
+    for d in ("oifname", "iifname"):
+        out.append(f'\t\t{d} "{dev}" tcp flags & (syn | rst) == syn counter name "mss_clamp" '
+                   "tcp option maxseg size set rt mtu")
+    out.append("\t}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def buckets(k):
+    def build(dev, v4, sets):
+        return "flush ruleset\n" + bucket_table(k, dev, v4, sets) + fw4_masq(dev)
+    return build
+
+
+def iptables(text):
+    """Our iptables-restore file (`mape generate --format iptables`), loaded with
+    iptables-restore (nf_tables backend) instead of nft: the plain-Linux iptables renderer."""
+    def build(dev, v4, sets):
+        return ("iptables", text)
+    return build
+
+
+LABELS["ipt"] = "mape-rs iptables renderer (`mape generate --format iptables`)"
+LABELS["prev"] = "previous mape-rs (one round-robin counter per protocol)"
+for _k in (8, 16, 32):
+    LABELS[f"k{_k}"] = f"mape-rs structure with {_k} buckets"
+
+
+def previous_ipt(dev, v4, sets):
+    """The previous iptables file: one `statistic` cascade per protocol over the port sets."""
+    n = len(sets)
+    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
+             ":POSTROUTING ACCEPT [0:0]", ":MAPE_wanmap - [0:0]",
+             f"-A POSTROUTING -o {dev} -j MAPE_wanmap"]
+    for p in ("tcp", "udp", "icmp"):
+        for i, (lo, hi) in enumerate(sets):
+            nth = f"-m statistic --mode nth --every {n - i} --packet 0 " if i + 1 < n else ""
+            lines.append(f"-A MAPE_wanmap -p {p} {nth}-j SNAT --to-source {v4}:{lo}-{hi}")
+    lines += [f"-A MAPE_wanmap -j SNAT --to-source {v4}", "COMMIT"]
+    return ("iptables", "\n".join(lines) + "\n")

@@ -28,6 +28,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v python3 >/dev/null || need+=(python3)
+[ -x /usr/bin/time ] || need+=(time)
+command -v iptables-restore >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive

@@ -2,6 +2,8 @@
 
     server.py hold  <addr> <port> <peers-file>   accept and keep every connection; on SIGTERM
                                                   write "<peer addr> <peer port>" lines
+    server.py udpecho <addr> <port> <peers-file>  answer every datagram; on SIGTERM write each
+                                                  peer once, as for hold
     server.py churn <port> [<port>...]            accept on 0.0.0.0 (the namespace routes a
                                                   whole /24 locally, so every address in it
                                                   answers) and close when the client has closed:
@@ -27,6 +29,8 @@ def main():
     if mode == "hold":
         addr, port, peers_file = sys.argv[2], int(sys.argv[3]), sys.argv[4]
         binds = [(addr, port)]
+    elif mode == "udpecho":
+        return udpecho(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif mode == "churn":
         peers_file = None
         binds = [("0.0.0.0", int(p)) for p in sys.argv[2:]]
@@ -83,6 +87,28 @@ def main():
             for a, p in peers:
                 f.write(f"{a} {p}\n")
         os.replace(peers_file + ".tmp", peers_file)
+
+
+def udpecho(addr, port, peers_file):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((addr, port))
+    u.settimeout(0.5)
+    peers = {}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    print("ready", flush=True)
+    while not stop:
+        try:
+            d, a = u.recvfrom(2048)
+        except (socket.timeout, InterruptedError):
+            continue
+        peers[a] = 1
+        u.sendto(d, a)
+    with open(peers_file + ".tmp", "w") as f:
+        for a, p in peers:
+            f.write(f"{a} {p}\n")
+    os.replace(peers_file + ".tmp", peers_file)
 
 
 if __name__ == "__main__":

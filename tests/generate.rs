@@ -147,8 +147,9 @@ fn golden_v6plus_all_formats() {
     let nft = String::from_utf8_lossy(&got["mape_enp1s0.nft"]).into_owned();
     assert!(nft.contains("table ip mape_enp1s0 {"));
     assert!(nft.contains(
-        "oifname \"map-enp1s0\" meta l4proto icmp counter name \"snat_icmp\" snat ip to numgen inc mod 15 map"
+        "oifname \"map-enp1s0\" meta l4proto icmp counter name \"snat_icmp\" numgen inc mod 15 vmap { 0 : goto set_0,"
     ));
+    assert!(nft.contains("jhash ip daddr . tcp dport mod 64 seed"));
     check_golden("v6plus-all", got);
 }
 

@@ -106,11 +106,12 @@ fn v6plus_pd56_isp_auto() {
     assert_eq!(&cmd[..4], [EXE, "netifd", "watch", "wanmap"]);
     assert_eq!(cmd[cmd.len() - 1], "240b:10:3f6c:d400::/56");
 
-    // The nft table: one transaction, all 15 sets per protocol.
+    // The nft table: one transaction, a chain per set, a round robin over all 15 per bucket.
     assert_eq!(sys.nft.len(), 1);
     let nft = &sys.nft[0];
     assert!(nft.contains("table ip mape_wanmap {"));
-    assert_eq!(nft.matches("numgen inc mod 15 map").count(), 3);
+    assert!(nft.contains("chain set_14 {") && !nft.contains("chain set_15 {"));
+    assert_eq!(nft.matches("numgen inc mod 15 vmap").count(), 2 * 64 + 1);
     // No errors reported.
     assert!(notify(&sys, 3).is_empty());
 }
@@ -216,7 +217,9 @@ fn explicit_rule_like_proto_map() {
     assert!(up["data"].get("zone").is_none());
     assert_eq!(up["data"]["mape"]["isp"], Value::Null);
     assert_eq!(up["data"]["mape"]["port_count"], 252);
-    assert!(sys.nft[0].contains("numgen inc mod 63 map { 0 : 192.0.2.18 . 1232-1235,"));
+    assert!(sys.nft[0]
+        .contains("chain set_0 {\n\t\tmeta l4proto tcp snat ip to 192.0.2.18:1232-1235\n"));
+    assert!(sys.nft[0].contains("numgen inc mod 63 vmap { 0 : goto set_0,"));
 }
 
 #[test]

@@ -5,10 +5,11 @@
 //! missing capability is a failure with a message, not a skip; set MAPE_SKIP_ROOT_TESTS=1 to
 //! opt out explicitly when running `cargo test` as an ordinary user.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mape::engine::{CustomerPrefix, Mapping};
+use mape::engine::{round_robin, CustomerPrefix, Mapping, PortSet, SnatPlan};
 use mape::provision::builtin::IspChoice;
 use mape::provision::{resolve, RuleSource};
 use serde_json::Value;
@@ -57,11 +58,6 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
     let tables = ns.exec("nft list tables");
     assert_eq!(tables.trim(), "table ip mape_wanmap", "{tables}");
     let listed = ns.exec("nft list table ip mape_wanmap");
-    assert_eq!(
-        listed.matches("snat ip to numgen inc mod 15 map").count(),
-        3,
-        "{listed}"
-    );
     assert!(
         listed.contains("type nat hook postrouting priority srcnat - 1"),
         "{listed}"
@@ -70,23 +66,25 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
         listed.contains("tcp option maxseg size set rt mtu"),
         "{listed}"
     );
-    for c in [
-        "snat_tcp",
-        "snat_udp",
-        "snat_icmp",
-        "snat_other",
-        "mss_clamp",
-    ] {
+    for c in mape::render::nft::COUNTERS {
         assert!(listed.contains(&format!("counter {c} {{")), "{c}");
     }
-    // Every port set of the mapping is in each map, as the kernel read it back.
-    for set in v6plus_mapping().port_sets() {
-        assert_eq!(
-            listed
-                .matches(&format!("106.72.63.108 . {}-{}", set.first, set.last))
-                .count(),
-            3,
-            "{set}"
+    assert_eq!(
+        listed.matches("jhash ip daddr . tcp dport mod 64").count(),
+        1,
+        "{listed}"
+    );
+    // The kernel's listing reads back as the plan the script was made from: every port set.
+    let m = v6plus_mapping();
+    let plan = SnatPlan::new(&m, &[]).unwrap();
+    let back = mape::render::nft::read_table(&listed);
+    assert_eq!(back.snat, Some(plan), "{listed}");
+    assert_eq!(back.ifname.as_deref(), Some("map-wanmap"));
+    assert_eq!(back.counters.len(), 5);
+    for (i, set) in m.port_sets().enumerate() {
+        assert!(
+            listed.contains(&format!("chain set_{i} {{")),
+            "{set}: {listed}"
         );
     }
     // The teardown script deletes it, and works when the table is already gone.
@@ -145,8 +143,8 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     ns.exec(&format!("{env} {BIN} netifd reapply"));
     let restored = ns.exec("nft list table ip mape_wanmap");
     assert_eq!(
-        restored.matches("numgen inc mod 15 map").count(),
-        3,
+        restored.matches("numgen inc mod 15 vmap").count(),
+        2 * 64 + 1,
         "{restored}"
     );
 
@@ -215,18 +213,59 @@ fn bad_config_leaves_the_system_as_it_was() {
     );
 }
 
-/// Real traffic through the generated ruleset: a LAN host opens many TCP connections, sends
-/// UDP and pings a server behind an interface named like the tunnel. Every source port and
-/// echo identifier the server sees must be one of ours, and the flows must spread over all
-/// port sets (stock OpenWrt uses only the first).
-#[test]
-fn snat_uses_every_port_set_and_only_ours() {
-    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
-        return;
-    }
-    let lan = Netns::new("lan");
-    let ce = Netns::new("ce");
-    let srv = Netns::new("srv");
+/// The kernel's `jhash()` (lib/jhash.h) as nft's `jhash` expression runs it over a register
+/// area of `key.len()` bytes, then `mod` by `reciprocal_scale`: the bucket a destination gets.
+fn nft_jhash_bucket(key: &[u8], seed: u32, modulus: u32) -> u32 {
+    let mut a = 0xdead_beef_u32
+        .wrapping_add(key.len() as u32)
+        .wrapping_add(seed);
+    let (mut b, mut c) = (a, a);
+    assert!(key.len() <= 12, "one block is enough here");
+    let word = |k: &[u8]| {
+        k.iter()
+            .enumerate()
+            .fold(0u32, |w, (i, x)| w | u32::from(*x) << (8 * i))
+    };
+    let k = |i: usize| key.get(i..(i + 4).min(key.len())).unwrap_or(&[]);
+    a = a.wrapping_add(word(k(0)));
+    b = b.wrapping_add(word(k(4)));
+    c = c.wrapping_add(word(k(8)));
+    // __jhash_final
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(24));
+    ((u64::from(c) * u64::from(modulus)) >> 32) as u32
+}
+
+/// The TCP bucket of `addr:port` in our ruleset: `jhash ip daddr . tcp dport mod 64 seed …`
+/// hashes 8 bytes (the address, then the port in a zero-padded 4-byte register).
+fn tcp_bucket(addr: [u8; 4], port: u16) -> u32 {
+    let p = port.to_be_bytes();
+    let key = [addr[0], addr[1], addr[2], addr[3], p[0], p[1], 0, 0];
+    nft_jhash_bucket(&key, 0x6d61_7065, u32::from(mape::engine::BUCKETS))
+}
+
+/// Namespaces LAN (192.168.1.2) -> CE -> server (10.99.0.2, and every address of 10.99.1.0/24
+/// for other destinations); the CE's way out is a veth named like the tunnel.
+struct Bed {
+    lan: Netns,
+    ce: Netns,
+    srv: Netns,
+}
+
+fn bed() -> Bed {
+    let (lan, ce, srv) = (Netns::new("lan"), Netns::new("ce"), Netns::new("srv"));
     sh(&format!(
         "ip link add lan0 netns {} type veth peer name lan1 netns {}",
         lan.0, ce.0
@@ -240,56 +279,211 @@ fn snat_uses_every_port_set_and_only_ours() {
         "ip addr add 192.168.1.1/24 dev lan1 && ip link set lan1 up && ip addr add 10.99.0.1/30 dev map-wanmap \
          && ip link set map-wanmap up && ip route add default via 10.99.0.2 && sysctl -qw net.ipv4.ip_forward=1",
     );
-    srv.exec("ip addr add 10.99.0.2/30 dev srv0 && ip link set srv0 up && ip route add 106.72.63.108/32 via 10.99.0.1");
+    srv.exec("ip addr add 10.99.0.2/30 dev srv0 && ip link set srv0 up && ip route add 106.72.63.108/32 via 10.99.0.1 \
+              && ip route add local 10.99.1.0/24 dev lo");
+    Bed { lan, ce, srv }
+}
 
-    let report = dry_run("wanmap", r#"{"tunlink":"wan6"}"#, V6PLUS_STATUS);
-    let dir = tempdir("snat");
-    std::fs::write(dir.join("rules.nft"), report["nft"].as_str().unwrap()).unwrap();
-    ce.exec(&format!("nft -f {}/rules.nft", dir.display()));
-
-    let server = r#"
+const SERVER: &str = r#"
 import socket, threading, sys, time
 seen = open(sys.argv[1], "w")
-t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("10.99.0.2", 8080)); t.listen(256)
+def listener(addr, port):
+    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind((addr, port)); t.listen(512); return t
+t = listener("10.99.0.2", 8080)
+o = listener("0.0.0.0", 9000)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("10.99.0.2", 8081))
+held = []
 def tcp():
     while True:
-        c, a = t.accept(); seen.write("tcp %s %d\n" % a); seen.flush(); c.sendall(b"ok")
+        c, a = t.accept(); seen.write("tcp %s %d\n" % a); seen.flush(); c.sendall(b"ok"); held.append(c)
+def other():
+    # Close only after the client did, so the server never holds TIME_WAIT (a SYN that meets
+    # TIME_WAIT is answered with an ACK, and its retransmission would be one more flow).
+    while True:
+        c, a = o.accept(); c.recv(1); c.close()
 def udp():
     while True:
         d, a = u.recvfrom(100); seen.write("udp %s %d\n" % a); seen.flush(); u.sendto(b"ok", a)
-threading.Thread(target=tcp, daemon=True).start(); threading.Thread(target=udp, daemon=True).start()
-time.sleep(30)
+for f in (tcp, other, udp): threading.Thread(target=f, daemon=True).start()
+time.sleep(60)
 "#;
-    std::fs::write(dir.join("server.py"), server).unwrap();
-    let client = r#"
+
+/// Steps, one per line: `hold A P` (TCP connection kept open, the server answers "ok"),
+/// `short A P` (connect, close), `udp A P` (a datagram answered "ok"), `send A P` (a datagram,
+/// no answer). Prints how many holds and udps were answered.
+const CLIENT: &str = r#"
 import socket, sys
-n = int(sys.argv[1]); held = []; got = 0
-for i in range(n):
-    s = socket.create_connection(("10.99.0.2", 8080), timeout=5); held.append(s)
-    got += s.recv(2) == b"ok"
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
-    u.sendto(b"x", ("10.99.0.2", 8081)); got += u.recvfrom(10)[0] == b"ok"; held.append(u)
+held = []; got = 0
+for line in open(sys.argv[1]):
+    kind, addr, port = line.split(); port = int(port)
+    if kind == "hold":
+        s = socket.create_connection((addr, port), timeout=5); held.append(s); got += s.recv(2) == b"ok"
+    elif kind == "short":
+        s = socket.create_connection((addr, port), timeout=5); s.close()
+    else:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.sendto(b"x", (addr, port)); held.append(u)
+        if kind == "udp":
+            got += u.recvfrom(10)[0] == b"ok"
 print(got)
 "#;
-    std::fs::write(dir.join("client.py"), client).unwrap();
+
+/// Loads `script` afresh (every round-robin counter back at 0), runs the client's `steps`
+/// against a new server, and returns what the server saw: (protocol, address, source port).
+fn exchange(b: &Bed, dir: &Path, script: &str, steps: &[String]) -> Vec<(String, String, u16)> {
     let d = dir.display();
+    std::fs::write(dir.join("rules.nft"), script).unwrap();
+    b.ce.exec(&format!("nft -f {d}/rules.nft"));
+    b.ce.exec("conntrack -F 2>/dev/null || true");
+    std::fs::write(dir.join("server.py"), SERVER).unwrap();
+    std::fs::write(dir.join("client.py"), CLIENT).unwrap();
+    std::fs::write(dir.join("steps"), steps.join("\n") + "\n").unwrap();
+    let _ = std::fs::remove_file(dir.join("seen.txt"));
     let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &srv.0,
-            "python3",
-            &format!("{d}/server.py"),
-            &format!("{d}/seen.txt"),
-        ])
+        .args(["netns", "exec", &b.srv.0, "python3"])
+        .arg(dir.join("server.py"))
+        .arg(dir.join("seen.txt"))
         .spawn()
         .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let answered = b.lan.exec(&format!("python3 {d}/client.py {d}/steps"));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = server.kill();
+    let _ = server.wait();
+    let want = steps
+        .iter()
+        .filter(|s| s.starts_with("hold ") || s.starts_with("udp "))
+        .count();
+    assert_eq!(answered.trim(), want.to_string(), "every exchange answered");
+    std::fs::read_to_string(dir.join("seen.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// How many of `ports` fall in each of `ranges`; panics on a port outside them.
+fn per_range(ranges: &[PortSet], ports: impl Iterator<Item = u16>) -> Vec<u32> {
+    let mut n = vec![0u32; ranges.len()];
+    for p in ports {
+        let i = ranges
+            .iter()
+            .position(|r| r.contains(p))
+            .unwrap_or_else(|| panic!("stray port {p}: not in the SNAT ranges {ranges:?}"));
+        n[i] += 1;
+    }
+    n
+}
+
+/// Real traffic through the generated ruleset (with `ports_exclude`): a LAN host holds TCP
+/// connections to one server and exchanges UDP with it, while it also connects to other
+/// destinations in between. The server must see only our address and ports (never an excluded
+/// one), and the flows to the one destination must take every port range exactly in turn: the
+/// other destinations hash to other buckets (the hash is modelled here and checked against the
+/// kernel). Negative control: other flows to a destination of the SAME bucket unbalance it,
+/// exactly as the model predicts. ICMP echo identifiers are mapped into the sets too.
+#[test]
+fn snat_uses_every_port_set_and_only_ours() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
+        return;
+    }
+    let b = bed();
+    let report = dry_run(
+        "wanmap",
+        r#"{"tunlink":"wan6","ports_exclude":"7488-7495"}"#,
+        V6PLUS_STATUS,
+    );
+    let script = report["nft"].as_str().unwrap().to_string();
+    let dir = tempdir("snat");
+    let m = v6plus_mapping();
+    let excluded = PortSet {
+        first: 7488,
+        last: 7495,
+    };
+    let Ok(SnatPlan::Shared { ranges, .. }) = SnatPlan::new(&m, &[excluded]) else {
+        panic!("a shared plan")
+    };
+    assert_eq!(ranges.len(), 15, "15 sets, the first one half");
+    // Round-robin slots in proportion to the ports: the half set 1, every whole set 2.
+    let slots = round_robin(&ranges);
+    let n = slots.len();
+    let weights: Vec<u32> = (0..ranges.len())
+        .map(|r| slots.iter().filter(|s| **s == r).count() as u32)
+        .collect();
+    assert_eq!(n, 29);
+
+    let target = tcp_bucket([10, 99, 0, 2], 8080);
+    let (others, colliders): (Vec<u8>, Vec<u8>) =
+        (1..=250u8).partition(|x| tcp_bucket([10, 99, 1, *x], 9000) != target);
+    assert!(
+        colliders.len() >= 2,
+        "addresses that share the bucket: {colliders:?}"
+    );
+
+    // 1. Isolation: one round of every slot, other TCP and UDP destinations in between.
+    let mut steps = Vec::new();
+    for k in 0..n {
+        for j in 0..2 {
+            let x = others[(2 * k + j) % others.len()];
+            steps.push(format!("short 10.99.1.{x} 9000"));
+        }
+        steps.push("hold 10.99.0.2 8080".into());
+        steps.push(format!("send 10.99.1.{} 53", others[k % others.len()]));
+        steps.push("udp 10.99.0.2 8081".into());
+    }
+    let seen = exchange(&b, &dir, &script, &steps);
+    for (proto, addr, port) in &seen {
+        assert_eq!(addr, "106.72.63.108", "{proto} {port}");
+        assert!(m.owns_port(*port), "stray {proto} port {port}");
+        assert!(!excluded.contains(*port), "excluded {proto} port {port}");
+    }
+    for proto in ["tcp", "udp"] {
+        let got = per_range(&ranges, seen.iter().filter(|s| s.0 == proto).map(|s| s.2));
+        assert_eq!(
+            got, weights,
+            "{proto}: every slot exactly once in turn despite the other destinations"
+        );
+    }
+
+    // 2. Negative control: 0, 1 or 2 flows to a destination of the same bucket before each
+    // held connection move the shared counter, as the model says.
+    let mut steps = Vec::new();
+    // (Several such destinations in turn: each short connection keeps its port for a while in
+    // the CE's conntrack, and one destination alone would run out of the small range's ports.)
+    let (mut counter, mut want) = (0usize, vec![0u32; ranges.len()]);
+    let mut seq = Vec::new();
+    for k in 0..n {
+        for _ in 0..k % 3 {
+            let x = colliders[counter % colliders.len()];
+            steps.push(format!("short 10.99.1.{x} 9000"));
+            counter += 1;
+        }
+        steps.push("hold 10.99.0.2 8080".into());
+        want[slots[counter % n]] += 1;
+        seq.push(slots[counter % n]);
+        counter += 1;
+    }
+    assert_ne!(want, weights, "the control must be unbalanced");
+    let seen = exchange(&b, &dir, &script, &steps);
+    let got = per_range(&ranges, seen.iter().map(|s| s.2));
+    let obs: Vec<usize> = seen
+        .iter()
+        .map(|s| ranges.iter().position(|r| r.contains(s.2)).unwrap())
+        .collect();
+    assert_eq!(
+        got, want,
+        "a shared bucket shares the counter\n{seq:?}\n{obs:?}"
+    );
+
+    // 3. ICMP: echo identifiers mapped into our sets.
+    let d = dir.display();
     let mut capture = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &srv.0,
+            &b.srv.0,
             "tcpdump",
             "-i",
             "srv0",
@@ -304,9 +498,7 @@ print(got)
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let n = 45;
-    let answered = lan.exec(&format!("python3 {d}/client.py {n}"));
-    lan.exec(
+    b.lan.exec(
         "ping -c 4 -i 0.2 -W 2 10.99.0.2 >/dev/null; ping -c 4 -i 0.2 -W 2 10.99.0.2 >/dev/null",
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -314,37 +506,6 @@ print(got)
         .args(["-INT", &capture.id().to_string()])
         .status();
     let _ = capture.wait();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(
-        answered.trim(),
-        (2 * n).to_string(),
-        "every TCP and UDP exchange must complete"
-    );
-
-    let m = v6plus_mapping();
-    let seen = std::fs::read_to_string(dir.join("seen.txt")).unwrap();
-    let mut sets_used = std::collections::BTreeSet::new();
-    let mut count = 0;
-    for line in seen.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(f[1], "106.72.63.108", "server saw {line}");
-        let port: u16 = f[2].parse().unwrap();
-        assert!(
-            m.owns_port(port),
-            "stray port {port} ({line}): not in PSID {}'s sets",
-            m.ports.psid()
-        );
-        sets_used.insert(m.port_sets().position(|s| s.contains(port)).unwrap());
-        count += 1;
-    }
-    assert_eq!(count, 2 * n, "{seen}");
-    assert_eq!(
-        sets_used.len(),
-        15,
-        "flows must spread over all 15 port sets, used {sets_used:?}"
-    );
-
     let ids = sh(&format!("tcpdump -n -r {d}/icmp.pcap 2>/dev/null | grep -o 'echo request, id [0-9]*' | cut -d' ' -f4"));
     let ids: Vec<u16> = ids.lines().map(|l| l.parse().unwrap()).collect();
     assert!(
@@ -359,6 +520,6 @@ print(got)
             m.ports.psid()
         );
     }
-    let counters = ce.exec("nft list counter ip mape_wanmap snat_icmp");
+    let counters = b.ce.exec("nft list counter ip mape_wanmap snat_icmp");
     assert!(!counters.contains("packets 0 "), "{counters}");
 }

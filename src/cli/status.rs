@@ -29,7 +29,7 @@ pub fn run(a: &StatusArgs) -> Result<i32, Failure> {
             "status: needs root (it reads the conntrack table and nft)",
         ));
     }
-    let mut src = RealSource::new();
+    let mut src = RealSource::new(crate::render::nft::read_table);
     let dirs = RealSource::state_dirs();
     let mut targets = status::discover(&mut src, &dirs, true);
     if let Some(want) = &a.iface {

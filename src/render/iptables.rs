@@ -1,15 +1,20 @@
 //! The same SNAT and MSS clamping as [`crate::render::nft`], for hosts that still use iptables:
-//! an `iptables-restore` file.
+//! an `iptables-restore` file. It formats the engine's [`SnatPlan`] the same way:
 //!
-//! iptables has no `numgen … map`, so new flows are spread over the port sets with a cascade of
-//! `statistic` matches: of N sets, rule i matches every (N−i)th packet that reaches it, and the
-//! last takes what is left. Each rule counts only the packets that got past the rules before it
-//! (the counter is per rule), so flow k lands on set k mod N: exact round robin. The nat table
-//! sees only the first packet of a connection, so "packet" here means "new flow". Within the
-//! chosen set the kernel picks a free port, as with nft.
+//! - per protocol (TCP, UDP), `HMARK` hashes the destination address and port into one of
+//!   [`BUCKETS`] marks, and one rule per bucket jumps to that bucket's chain;
+//! - a bucket chain spreads new flows over the port ranges with a cascade of `statistic`
+//!   matches: of N ranges, rule i matches every (N−i)th packet that reaches it and the last
+//!   takes what is left. Each rule counts only the packets that got past the rules before it
+//!   (the counter is per rule), so flow k of the bucket lands on range k mod N: exact round
+//!   robin per bucket, as nft's `numgen inc` per bucket chain. The nat table sees only the first
+//!   packet of a connection, so "packet" here means "new flow". Within the chosen range the
+//!   kernel picks a free port;
+//! - ICMP takes one cascade: SNAT with a port range on `-p icmp` maps the echo identifier into
+//!   the range, which keeps IPv4 ping working on a shared address.
 //!
-//! ICMP gets the same cascade: SNAT with a port range on `-p icmp` maps the echo identifier into
-//! the range, which keeps IPv4 ping working on a shared address.
+//! HMARK sets the packet mark (only of the first packet of a new flow leaving through the
+//! tunnel, in nat POSTROUTING, after routing): a mark set earlier for that packet is replaced.
 //!
 //! The file holds whole `nat` and `mangle` tables: `iptables-restore FILE` replaces those two
 //! tables atomically (the `filter` table is untouched), so applying it twice equals once. With
@@ -17,15 +22,19 @@
 //! merge by hand when other nat/mangle rules must stay.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
 
-use super::nft::{snat_ranges, NftError};
-use crate::engine::{Mapping, PortSet};
+use crate::engine::{round_robin, Mapping, PortSet, SnatError, SnatPlan, BUCKETS};
+
+/// The first HMARK mark: buckets are `MARK_BASE + 0 … MARK_BASE + BUCKETS − 1`.
+const MARK_BASE: u32 = 0x4d41_0000;
+/// HMARK's hash seeds for TCP and UDP (different, as nft's jhash seeds).
+const RND_TCP: u32 = 0x6d61_7065;
+const RND_UDP: u32 = 0x7564_7030;
 
 /// Everything the file depends on.
 #[derive(Debug, Clone)]
 pub struct IptablesParams<'a> {
-    /// Our chain in the nat table, e.g. `MAPE_enp1s0` (iptables allows 28 characters).
+    /// Our chain in the nat table, e.g. `MAPE_enp1s0` (see [`chain_for`]).
     pub chain: &'a str,
     /// The tunnel device, e.g. `map-enp1s0`.
     pub ifname: &'a str,
@@ -36,18 +45,19 @@ pub struct IptablesParams<'a> {
     pub origin: &'a str,
 }
 
-/// The chain name for a table name: `mape_enp1s0` → `MAPE_enp1s0`, cut to iptables' limit.
+/// The chain name for a table name: `mape_enp1s0` → `MAPE_enp1s0`, cut so that the bucket
+/// chains (`<chain>_t63`) stay within iptables' 28 characters.
 pub fn chain_for(table: &str) -> String {
     let rest = table.strip_prefix("mape_").unwrap_or(table);
     let mut c = format!("MAPE_{rest}");
-    // XT_EXTENSION_MAXNAMELEN is 29 including the NUL.
-    c.truncate(28);
+    // XT_EXTENSION_MAXNAMELEN is 29 including the NUL; 4 more for `_t63`.
+    c.truncate(24);
     c
 }
 
 /// The whole `iptables-restore` file.
-pub fn restore_file(p: &IptablesParams) -> Result<String, NftError> {
-    let m = p.mapping;
+pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
+    let plan = SnatPlan::new(p.mapping, p.exclude)?;
     let dev = p.ifname;
     let chain = p.chain;
     let mut s = String::new();
@@ -71,37 +81,70 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, NftError> {
         let _ = writeln!(s, ":{c} ACCEPT [0:0]");
     }
     let _ = writeln!(s, ":{chain} - [0:0]");
-    let _ = writeln!(s, "-A POSTROUTING -o {dev} -j {chain}");
-    if m.ports.is_shared() {
-        let ranges = snat_ranges(m, p.exclude)?;
-        let n = ranges.len();
-        let _ = writeln!(
-            s,
-            "# New flows take the {n} port ranges in turn: rule i of {n} matches every ({n}-i)th flow that"
-        );
-        let _ = writeln!(s, "# reaches it, the last rule takes the rest.");
-        for proto in ["tcp", "udp", "icmp"] {
-            for (i, r) in ranges.iter().enumerate() {
-                let to = to_source(m.ipv4, r);
-                if i + 1 < n {
-                    let _ = writeln!(
-                        s,
-                        "-A {chain} -p {proto} -m statistic --mode nth --every {} --packet 0 -j SNAT --to-source {to}",
-                        n - i
-                    );
-                } else {
-                    let _ = writeln!(s, "-A {chain} -p {proto} -j SNAT --to-source {to}");
+    let mut rules = vec![format!("-A POSTROUTING -o {dev} -j {chain}")];
+    match &plan {
+        SnatPlan::Shared { addr, ranges, .. } => {
+            // Round-robin slots (one per range, or in proportion to the ranges' ports).
+            let slots = round_robin(ranges);
+            let n = slots.len();
+            let _ = writeln!(
+                s,
+                "# New flows to one destination take the {n} round-robin slots (port ranges) in turn: HMARK puts the destination"
+            );
+            let _ = writeln!(
+                s,
+                "# (address, port) in one of {BUCKETS} buckets; in a bucket's chain rule i of {n} matches every"
+            );
+            let _ = writeln!(
+                s,
+                "# ({n}-i)th flow that reaches it and the last rule takes the rest."
+            );
+            let cascade = |rules: &mut Vec<String>, from: &str, proto: &str| {
+                for (i, r) in slots.iter().map(|s| &ranges[*s]).enumerate() {
+                    let to = to_source(*addr, r);
+                    rules.push(if i + 1 < n {
+                        format!(
+                            "-A {from} -p {proto} -m statistic --mode nth --every {} --packet 0 -j SNAT --to-source {to}",
+                            n - i
+                        )
+                    } else {
+                        format!("-A {from} -p {proto} -j SNAT --to-source {to}")
+                    });
+                }
+            };
+            for (proto, tag, rnd) in [("tcp", 't', RND_TCP), ("udp", 'u', RND_UDP)] {
+                rules.push(format!(
+                    "-A {chain} -p {proto} -j HMARK --hmark-tuple dst,dport --hmark-mod {BUCKETS} --hmark-offset {MARK_BASE:#x} --hmark-rnd {rnd:#x}"
+                ));
+                for b in 0..BUCKETS {
+                    let bc = format!("{chain}_{tag}{b}");
+                    let _ = writeln!(s, ":{bc} - [0:0]");
+                    rules.push(format!(
+                        "-A {chain} -p {proto} -m mark --mark {:#x} -j {bc}",
+                        MARK_BASE + u32::from(b)
+                    ));
                 }
             }
+            let ic = format!("{chain}_i");
+            let _ = writeln!(s, ":{ic} - [0:0]");
+            rules.push(format!("-A {chain} -p icmp -j {ic}"));
+            // Protocols without ports cannot be told apart by the BR on a shared address; they
+            // still leave with our address rather than a private one.
+            rules.push(format!("-A {chain} -j SNAT --to-source {addr}"));
+            for (proto, tag) in [("tcp", 't'), ("udp", 'u')] {
+                for b in 0..BUCKETS {
+                    cascade(&mut rules, &format!("{chain}_{tag}{b}"), proto);
+                }
+            }
+            cascade(&mut rules, &ic, "icmp");
         }
-        // Protocols without ports cannot be told apart by the BR on a shared address; they
-        // still leave with our address rather than a private one.
-        let _ = writeln!(s, "-A {chain} -j SNAT --to-source {}", m.ipv4);
-    } else if m.ipv4_prefix_len < 32 {
-        let last = Ipv4Addr::from(u32::from(m.ipv4) | (u32::MAX >> m.ipv4_prefix_len));
-        let _ = writeln!(s, "-A {chain} -j SNAT --to-source {}-{last}", m.ipv4);
-    } else {
-        let _ = writeln!(s, "-A {chain} -j SNAT --to-source {}", m.ipv4);
+        SnatPlan::Prefix { first, last } => {
+            rules.push(format!("-A {chain} -j SNAT --to-source {first}-{last}"));
+        }
+        SnatPlan::Single(a) => rules.push(format!("-A {chain} -j SNAT --to-source {a}")),
+    }
+    for r in rules {
+        let _ = writeln!(s, "{r}");
     }
     let _ = writeln!(s, "COMMIT");
     let _ = writeln!(s, "*mangle");
@@ -120,7 +163,7 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, NftError> {
     Ok(s)
 }
 
-fn to_source(v4: Ipv4Addr, r: &PortSet) -> String {
+fn to_source(v4: std::net::Ipv4Addr, r: &PortSet) -> String {
     if r.first == r.last {
         format!("{v4}:{}", r.first)
     } else {
@@ -148,7 +191,7 @@ mod tests {
         .unwrap();
         let rules: Vec<(Option<u32>, String)> = s
             .lines()
-            .filter(|l| l.starts_with("-A MAPE_wan -p tcp "))
+            .filter(|l| l.starts_with("-A MAPE_wan_t7 -p tcp "))
             .map(|l| {
                 let every = l
                     .split_once("--every ")
@@ -187,6 +230,6 @@ mod tests {
     #[test]
     fn chain_names_fit() {
         assert_eq!(chain_for("mape_enp1s0"), "MAPE_enp1s0");
-        assert!(chain_for("mape_abcdefghijklmnopqrstuvwxyz0123").len() <= 28);
+        assert!(chain_for("mape_abcdefghijklmnopqrstuvwxyz0123").len() + "_t63".len() <= 28);
     }
 }

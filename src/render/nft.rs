@@ -1,20 +1,42 @@
-//! The nftables ruleset: SNAT into the port sets, MSS clamping, counters.
+//! The nftables ruleset (SNAT into the port sets, MSS clamping, counters) and its reader.
 //!
 //! One table of our own per interface (`table ip mape_<iface>`), never fw4's `inet fw4`, so a
 //! firewall reload leaves it alone. The script replaces the table atomically: `nft -f` runs it
 //! as one transaction (add, delete, re-create), and applying it twice equals applying it once.
 //!
-//! SNAT uses one rule per protocol of the form
-//! `snat ip to numgen inc mod N map { 0 : <v4> . <lo>-<hi>, … }`: each new flow gets the next
-//! port set round-robin and the kernel picks a free port inside that set, so all sets are used
-//! (OpenWrt's fw4 path only ever uses the first). ICMP is included, which maps echo identifiers
-//! into the port set: without it IPv4 ping breaks on a shared address. The chain runs at
-//! `srcnat - 1`, before fw4's masquerade, and the first NAT binding made for a connection wins.
+//! SNAT formats the engine's [`SnatPlan`]. On a shared address (docs/port-allocation.md):
+//! - one chain per port range, `set_<i>`, with `snat ip to <v4>:<lo>-<hi>` for TCP, UDP and
+//!   ICMP (ICMP maps the echo identifier into the range: without it IPv4 ping breaks on a shared
+//!   address). The kernel picks a free port inside the range;
+//! - per protocol, [`BUCKETS`] round-robin chains `tcp_<b>` / `udp_<b>`:
+//!   `numgen inc mod <slots> vmap { 0 : goto set_0, … }` (one slot per range, or slots in
+//!   proportion to the ranges' ports when `ports_exclude` cut some short: [`round_robin`]);
+//! - in `srcnat`, `jhash ip daddr . tcp dport mod BUCKETS seed … vmap { b : goto tcp_b, … }`
+//!   (the same for UDP), so the flows to one destination address and port take every range in
+//!   turn on a counter that other traffic rarely moves. ICMP echo takes one counter.
+//!
+//! The chain runs at `srcnat - 1`, before fw4's masquerade, and the first NAT binding made for a
+//! connection wins. Everything here is nft syntax older than nftables 1.0.2 (OpenWrt 22.03):
+//! the test bed loads it with Debian 11's nftables 0.9.8 too (tests/netns.rs).
+//!
+//! [`read_table`] reads `nft list table` (or this script) back for `mape status`.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use crate::engine::{Mapping, PortSet};
+use crate::engine::Mapping;
+use crate::engine::{round_robin, PortSet, SnatError, SnatPlan, TableReadBack, BUCKETS};
+
+/// The table's named counters (their names live in the engine, beside the plan they count,
+/// so that `mape status` can show them without importing this module).
+pub use crate::engine::counters::{COUNTERS, MSS_CLAMP, SNAT_ICMP, SNAT_OTHER, SNAT_TCP, SNAT_UDP};
+/// The named set that lists the `ports_exclude` ranges (read back by `mape status`).
+pub const EXCLUDE_SET: &str = "ports_exclude";
+
+/// jhash seeds of the TCP and UDP buckets: different, so that a TCP and a UDP destination on
+/// the same address and port (HTTPS and QUIC) do not share a counter.
+const SEED_TCP: u32 = 0x6d61_7065; // "mape"
+const SEED_UDP: u32 = 0x7564_7030; // "udp0"
 
 /// Everything the ruleset depends on.
 #[derive(Debug, Clone)]
@@ -30,60 +52,9 @@ pub struct NftParams<'a> {
     pub origin: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NftError {
-    #[error("ports_exclude {0}: not one of this line's ports (PSID {1})")]
-    ExcludeNotOurs(PortSet, u16),
-    #[error("ports_exclude: excludes every port of the line")]
-    ExcludesAll,
-}
-
-/// The port ranges SNAT may use: the mapping's sets minus `exclude`.
-pub fn snat_ranges(m: &Mapping, exclude: &[PortSet]) -> Result<Vec<PortSet>, NftError> {
-    for x in exclude {
-        if !m.ports.is_shared() {
-            continue;
-        }
-        // Every port of an excluded range must be ours: excluding a port we never had would hide
-        // a typo in a port forward.
-        if !(x.first..=x.last).all(|p| m.owns_port(p)) {
-            return Err(NftError::ExcludeNotOurs(*x, m.ports.psid()));
-        }
-    }
-    let mut out = Vec::new();
-    for set in m.port_sets() {
-        let mut lo = u32::from(set.first).max(1); // port 0 is not a usable source port
-        let hi = u32::from(set.last);
-        let mut cuts: Vec<&PortSet> = exclude
-            .iter()
-            .filter(|x| x.last >= set.first && x.first <= set.last)
-            .collect();
-        cuts.sort();
-        for x in cuts {
-            if u32::from(x.first) > lo {
-                out.push(PortSet {
-                    first: lo as u16,
-                    last: (u32::from(x.first) - 1) as u16,
-                });
-            }
-            lo = lo.max(u32::from(x.last) + 1);
-        }
-        if lo <= hi {
-            out.push(PortSet {
-                first: lo as u16,
-                last: hi as u16,
-            });
-        }
-    }
-    if out.is_empty() {
-        return Err(NftError::ExcludesAll);
-    }
-    Ok(out)
-}
-
 /// The whole script for `nft -f`.
-pub fn ruleset(p: &NftParams) -> Result<String, NftError> {
-    let m = p.mapping;
+pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
+    let plan = SnatPlan::new(p.mapping, p.exclude)?;
     let mut s = String::new();
     let t = p.table;
     let dev = p.ifname;
@@ -96,50 +67,76 @@ pub fn ruleset(p: &NftParams) -> Result<String, NftError> {
     let _ = writeln!(s, "add table ip {t}");
     let _ = writeln!(s, "delete table ip {t}");
     let _ = writeln!(s, "table ip {t} {{");
-    for c in [
-        "snat_tcp",
-        "snat_udp",
-        "snat_icmp",
-        "snat_other",
-        "mss_clamp",
-    ] {
+    for c in COUNTERS {
         let _ = writeln!(s, "\tcounter {c} {{ }}");
+    }
+    let excluded: &[PortSet] = match &plan {
+        SnatPlan::Shared { excluded, .. } => excluded,
+        _ => &[],
+    };
+    let _ = writeln!(s, "\tset {EXCLUDE_SET} {{");
+    let _ = writeln!(s, "\t\ttype inet_service");
+    let _ = writeln!(s, "\t\tflags interval");
+    if !excluded.is_empty() {
+        let items: Vec<String> = excluded.iter().map(|r| ports(r, "-")).collect();
+        let _ = writeln!(s, "\t\telements = {{ {} }}", items.join(", "));
+    }
+    let _ = writeln!(s, "\t}}");
+    let mut srcnat = Vec::new();
+    match &plan {
+        SnatPlan::Shared { addr, ranges, .. } => {
+            for (i, r) in ranges.iter().enumerate() {
+                let _ = writeln!(s, "\tchain set_{i} {{");
+                for proto in ["tcp", "udp", "icmp"] {
+                    let _ = writeln!(
+                        s,
+                        "\t\tmeta l4proto {proto} snat ip to {addr}:{}",
+                        ports(r, "-")
+                    );
+                }
+                let _ = writeln!(s, "\t}}");
+            }
+            // Round-robin slots: range i once each, or in proportion to its ports when
+            // `ports_exclude` cut some short.
+            let slots = round_robin(ranges);
+            let n = slots.len();
+            let to_sets = vmap(slots.iter().map(|i| format!("goto set_{i}")));
+            for proto in ["tcp", "udp"] {
+                for b in 0..BUCKETS {
+                    let _ = writeln!(s, "\tchain {proto}_{b} {{");
+                    let _ = writeln!(s, "\t\tnumgen inc mod {n} vmap {to_sets}");
+                    let _ = writeln!(s, "\t}}");
+                }
+            }
+            for (proto, c, seed) in [("tcp", SNAT_TCP, SEED_TCP), ("udp", SNAT_UDP, SEED_UDP)] {
+                let buckets = vmap((0..BUCKETS).map(|b| format!("goto {proto}_{b}")));
+                srcnat.push(format!(
+                    "oifname \"{dev}\" meta l4proto {proto} counter name \"{c}\" jhash ip daddr . {proto} dport mod {BUCKETS} seed {seed:#010x} vmap {buckets}"
+                ));
+            }
+            srcnat.push(format!(
+                "oifname \"{dev}\" meta l4proto icmp counter name \"{SNAT_ICMP}\" numgen inc mod {n} vmap {to_sets}"
+            ));
+            // Protocols without ports cannot be told apart by the BR on a shared address; they
+            // still leave with our address rather than a private one.
+            srcnat.push(format!(
+                "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {addr}"
+            ));
+        }
+        SnatPlan::Prefix { first, last } => srcnat.push(format!(
+            "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {first}-{last}"
+        )),
+        SnatPlan::Single(a) => srcnat.push(format!(
+            "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {a}"
+        )),
     }
     let _ = writeln!(s, "\tchain srcnat {{");
     let _ = writeln!(
         s,
         "\t\ttype nat hook postrouting priority srcnat - 1; policy accept;"
     );
-    if m.ports.is_shared() {
-        let ranges = snat_ranges(m, p.exclude)?;
-        let map = port_map(m.ipv4, &ranges);
-        for proto in ["tcp", "udp", "icmp"] {
-            let _ = writeln!(
-                s,
-                "\t\toifname \"{dev}\" meta l4proto {proto} counter name \"snat_{proto}\" snat ip to numgen inc mod {} map {map}",
-                ranges.len()
-            );
-        }
-        // Protocols without ports cannot be told apart by the BR on a shared address; they
-        // still leave with our address rather than a private one.
-        let _ = writeln!(
-            s,
-            "\t\toifname \"{dev}\" counter name \"snat_other\" snat ip to {}",
-            m.ipv4
-        );
-    } else if m.ipv4_prefix_len < 32 {
-        let last = Ipv4Addr::from(u32::from(m.ipv4) | (u32::MAX >> m.ipv4_prefix_len));
-        let _ = writeln!(
-            s,
-            "\t\toifname \"{dev}\" counter name \"snat_other\" snat ip to {}-{last}",
-            m.ipv4
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "\t\toifname \"{dev}\" counter name \"snat_other\" snat ip to {}",
-            m.ipv4
-        );
+    for r in srcnat {
+        let _ = writeln!(s, "\t\t{r}");
     }
     let _ = writeln!(s, "\t}}");
     // Clamp the MSS of SYNs both ways to the route MTU (the tunnel's), so TCP never needs
@@ -149,14 +146,12 @@ pub fn ruleset(p: &NftParams) -> Result<String, NftError> {
         s,
         "\t\ttype filter hook forward priority mangle; policy accept;"
     );
-    let _ = writeln!(
-        s,
-        "\t\toifname \"{dev}\" tcp flags syn / syn,rst counter name \"mss_clamp\" tcp option maxseg size set rt mtu"
-    );
-    let _ = writeln!(
-        s,
-        "\t\tiifname \"{dev}\" tcp flags syn / syn,rst counter name \"mss_clamp\" tcp option maxseg size set rt mtu"
-    );
+    for dir in ["oifname", "iifname"] {
+        let _ = writeln!(
+            s,
+            "\t\t{dir} \"{dev}\" tcp flags & (syn | rst) == syn counter name \"{MSS_CLAMP}\" tcp option maxseg size set rt mtu"
+        );
+    }
     let _ = writeln!(s, "\t}}");
     let _ = writeln!(s, "}}");
     Ok(s)
@@ -167,19 +162,170 @@ pub fn delete_script(table: &str) -> String {
     format!("add table ip {table}\ndelete table ip {table}\n")
 }
 
-fn port_map(v4: Ipv4Addr, ranges: &[PortSet]) -> String {
-    let items: Vec<String> = ranges
-        .iter()
+/// `lo-hi`, or `lo` for a one-port range (`sep` between the ends).
+fn ports(r: &PortSet, sep: &str) -> String {
+    if r.first == r.last {
+        r.first.to_string()
+    } else {
+        format!("{}{sep}{}", r.first, r.last)
+    }
+}
+
+fn vmap(verdicts: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = verdicts
         .enumerate()
-        .map(|(i, r)| {
-            if r.first == r.last {
-                format!("{i} : {v4} . {}", r.first)
-            } else {
-                format!("{i} : {v4} . {}-{}", r.first, r.last)
-            }
-        })
+        .map(|(i, v)| format!("{i} : {v}"))
         .collect();
     format!("{{ {} }}", items.join(", "))
+}
+
+fn parse_range(s: &str) -> Option<PortSet> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (first, last) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (first <= last).then_some(PortSet { first, last })
+}
+
+/// A tunnel device name as `mape status` may use it in a sysfs path.
+fn is_dev_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+/// What one SNAT target says: `A`, `A-B`, `A/len`, `A:lo-hi`, `A . lo-hi`.
+enum Target {
+    Ports(Ipv4Addr, PortSet),
+    Addrs(Ipv4Addr, Ipv4Addr),
+}
+
+fn parse_target(spec: &str) -> Option<Target> {
+    let spec = spec.trim();
+    if let Some((a, p)) = spec.split_once(':').or_else(|| spec.split_once(" . ")) {
+        return Some(Target::Ports(a.trim().parse().ok()?, parse_range(p)?));
+    }
+    if let Some((a, len)) = spec.split_once('/') {
+        let a: Ipv4Addr = a.parse().ok()?;
+        let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+        let host = if len == 32 { 0 } else { u32::MAX >> len };
+        return Some(Target::Addrs(a, Ipv4Addr::from(u32::from(a) | host)));
+    }
+    let (a, b) = spec.split_once('-').unwrap_or((spec, spec));
+    Some(Target::Addrs(a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Reads our table back: `nft list table ip mape_<iface>` (text) or this module's own script.
+/// Named counters (a declaration without values counts 0), the tunnel device of the SNAT rules,
+/// the `ports_exclude` set, and the SNAT: the port ranges of the `snat … to <v4>:<lo>-<hi>`
+/// rules (or of an older mape's `snat … map { i : <v4> . <lo>-<hi>, … }`), else the address or
+/// range of a plain `snat to <v4>[-<v4>]`. Never fails: what it does not recognise is left out.
+pub fn read_table(text: &str) -> TableReadBack {
+    let mut t = TableReadBack::default();
+    let mut lines = text.lines().map(str::trim).peekable();
+    let mut addr: Option<Ipv4Addr> = None;
+    let mut ranges: Vec<PortSet> = Vec::new();
+    let mut plain: Option<(Ipv4Addr, Ipv4Addr)> = None;
+    let mut excluded: Vec<PortSet> = Vec::new();
+    while let Some(line) = lines.next() {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        if words.len() >= 3 && words[0] == "counter" && words[2] == "{" {
+            let name = words[1].to_string();
+            if words.get(3) == Some(&"}") {
+                t.counters.push((name, 0, 0));
+                continue;
+            }
+            let body = lines.peek().copied().unwrap_or("");
+            let b: Vec<&str> = body.split_ascii_whitespace().collect();
+            if b.len() >= 4 && b[0] == "packets" && b[2] == "bytes" {
+                if let (Ok(p), Ok(by)) = (b[1].parse(), b[3].parse()) {
+                    t.counters.push((name, p, by));
+                }
+            }
+            continue;
+        }
+        if words.len() >= 2 && words[0] == "set" && words[1] == EXCLUDE_SET {
+            // The set's lines up to its closing `}`; `elements = { … }` may wrap.
+            let mut body = String::new();
+            for l in lines.by_ref() {
+                if l == "}" {
+                    break;
+                }
+                body.push_str(l);
+                body.push(' ');
+            }
+            if let Some(items) = body
+                .split_once("elements = {")
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .map(|(b, _)| b)
+            {
+                excluded.extend(items.split(',').filter_map(|i| parse_range(i.trim())));
+            }
+            continue;
+        }
+        let Some(at) = words.iter().position(|w| *w == "snat") else {
+            if words.contains(&"jhash") {
+                take_ifname(&mut t, &words);
+            }
+            continue;
+        };
+        take_ifname(&mut t, &words);
+        if let Some(body) = line
+            .split_once("map {")
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(b, _)| b)
+        {
+            for item in body.split(',') {
+                if let Some((_, target)) = item.split_once(':') {
+                    if let Some(Target::Ports(a, r)) = parse_target(target) {
+                        addr.get_or_insert(a);
+                        ranges.push(r);
+                    }
+                }
+            }
+            continue;
+        }
+        let to = words[at..].iter().position(|w| *w == "to");
+        match to
+            .and_then(|i| words.get(at + i + 1))
+            .and_then(|s| parse_target(s))
+        {
+            Some(Target::Ports(a, r)) => {
+                addr.get_or_insert(a);
+                ranges.push(r);
+            }
+            Some(Target::Addrs(a, b)) => {
+                plain.get_or_insert((a, b));
+            }
+            None => {}
+        }
+    }
+    ranges.sort();
+    ranges.dedup();
+    excluded.sort();
+    excluded.dedup();
+    t.snat = match (addr, plain) {
+        (Some(addr), _) => Some(SnatPlan::Shared {
+            addr,
+            ranges,
+            excluded,
+        }),
+        (None, Some((a, b))) if a == b => Some(SnatPlan::Single(a)),
+        (None, Some((first, last))) if first < last => Some(SnatPlan::Prefix { first, last }),
+        _ => None,
+    };
+    t
+}
+
+fn take_ifname(t: &mut TableReadBack, words: &[&str]) {
+    if t.ifname.is_some() {
+        return;
+    }
+    if let Some(i) = words.iter().position(|w| *w == "oifname") {
+        let name = words.get(i + 1).map(|w| w.trim_matches('"'));
+        t.ifname = name.filter(|n| is_dev_name(n)).map(str::to_string);
+    }
 }
 
 #[cfg(test)]
@@ -187,72 +333,195 @@ mod tests {
     use super::*;
     use crate::render::fixtures::v6plus;
 
-    #[test]
-    fn every_set_in_one_map_per_protocol() {
-        let m = v6plus();
-        let s = ruleset(&NftParams {
+    fn script(m: &Mapping, exclude: &[PortSet]) -> String {
+        ruleset(&NftParams {
             table: "mape_wan",
             ifname: "map-wan",
-            mapping: &m,
-            exclude: &[],
+            mapping: m,
+            exclude,
             origin: "t",
         })
-        .unwrap();
-        for proto in ["tcp", "udp", "icmp"] {
+        .unwrap()
+    }
+
+    #[test]
+    fn one_chain_per_set_and_a_counter_per_bucket() {
+        let m = v6plus();
+        let s = script(&m, &[]);
+        assert!(s.contains(
+            "\tchain set_0 {\n\t\tmeta l4proto tcp snat ip to 106.72.63.108:7488-7503\n\t\tmeta l4proto udp snat ip to 106.72.63.108:7488-7503\n\t\tmeta l4proto icmp snat ip to 106.72.63.108:7488-7503\n\t}"
+        ));
+        assert!(
+            s.contains("chain set_14 {\n\t\tmeta l4proto tcp snat ip to 106.72.63.108:64832-64847")
+        );
+        assert!(!s.contains("chain set_15 "));
+        for proto in ["tcp", "udp"] {
+            assert_eq!(
+                s.matches(&format!("\tchain {proto}_")).count(),
+                usize::from(BUCKETS)
+            );
             let line = s
                 .lines()
-                .find(|l| l.contains(&format!("l4proto {proto} ")))
+                .find(|l| l.contains(&format!("meta l4proto {proto} counter")))
                 .unwrap();
             assert!(
-                line.contains("numgen inc mod 15 map { 0 : 106.72.63.108 . 7488-7503,"),
+                line.contains(&format!(
+                    "jhash ip daddr . {proto} dport mod {BUCKETS} seed 0x"
+                )),
                 "{line}"
             );
-            assert!(
-                line.contains("14 : 106.72.63.108 . 64832-64847 }"),
-                "{line}"
-            );
+            assert!(line.contains(&format!("0 : goto {proto}_0, 1 : goto {proto}_1,")));
         }
+        assert_eq!(
+            s.matches("numgen inc mod 15 vmap { 0 : goto set_0, 1 : goto set_1, ")
+                .count(),
+            2 * usize::from(BUCKETS) + 1
+        );
         assert!(s.contains("priority srcnat - 1"));
         assert!(s.contains("maxseg size set rt mtu"));
     }
 
+    /// Simulates the chains as the kernel runs them: jhash picks a bucket, the bucket's own
+    /// counter walks the sets. Flows to one destination take every set in turn even when flows
+    /// to other destinations (other buckets) come in between.
     #[test]
-    fn exclusions_split_sets_and_must_be_ours() {
+    fn one_destination_walks_every_set() {
         let m = v6plus();
-        let x = [
-            PortSet {
-                first: 7490,
-                last: 7491,
-            },
-            PortSet {
-                first: 64832,
-                last: 64847,
-            },
+        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[]).unwrap() else {
+            panic!()
+        };
+        let n = ranges.len();
+        let mut counters = vec![0usize; usize::from(BUCKETS)];
+        let mut got = vec![0u32; n];
+        let (ours, other) = (5usize, 9usize); // two different buckets
+        for k in 0..10 * n {
+            for _ in 0..k % 3 {
+                counters[other] += 1;
+            }
+            got[counters[ours] % n] += 1;
+            counters[ours] += 1;
+        }
+        assert!(got.iter().all(|g| *g == 10), "{got:?}");
+    }
+
+    #[test]
+    fn counters_are_declared_and_named_by_the_rules() {
+        let s = script(&v6plus(), &[]);
+        for c in COUNTERS {
+            assert!(s.contains(&format!("\tcounter {c} {{ }}")), "{c}");
+            assert!(s.contains(&format!("counter name \"{c}\"")), "{c}");
+        }
+    }
+
+    fn builtin(prefix: &str) -> Mapping {
+        use crate::provision::{builtin::IspChoice, resolve, RuleSource};
+        resolve(
+            &RuleSource::Builtin(IspChoice::Auto),
+            prefix.parse().unwrap(),
+        )
+        .unwrap()
+        .mapping
+    }
+
+    fn rfc(ea_len: u8, prefix: &str) -> Mapping {
+        use crate::engine::{IidFormat, Rule};
+        let r = Rule::new(
+            "2001:db8::/40".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+            ea_len,
+            IidFormat::Rfc7597,
+        );
+        Mapping::compute(&r, prefix.parse().unwrap()).unwrap()
+    }
+
+    /// Parse next to emit: what the reader gets from our own script is the plan it was made
+    /// from, with every counter. (tests/netns.rs checks the same on the kernel's listing.)
+    #[test]
+    fn read_table_recovers_what_ruleset_wrote() {
+        let ps = |first, last| PortSet { first, last };
+        let cases = [
+            (
+                "v6plus",
+                builtin("240b:10:3f6c:d400::/56"),
+                vec![ps(7490, 7491), ps(64832, 64847)],
+            ),
+            (
+                "OCN",
+                builtin("2400:4050:1234:5600::/56"),
+                vec![ps(1380, 1381)],
+            ),
+            ("BIGLOBE", builtin("2404:7a81:1122:3300::/56"), vec![]),
+            ("RFC IPv4 prefix", rfc(4, "2001:db8:10::/44"), vec![]),
+            ("RFC full address", rfc(8, "2001:db8:12::/48"), vec![]),
         ];
-        let r = snat_ranges(&m, &x).unwrap();
+        for (name, m, x) in cases {
+            let plan = SnatPlan::new(&m, &x).unwrap();
+            let t = read_table(&script(&m, &x));
+            assert_eq!(t.snat.as_ref(), Some(&plan), "{name}");
+            let names: Vec<&str> = t.counters.iter().map(|c| c.0.as_str()).collect();
+            assert_eq!(names, COUNTERS, "{name}");
+            assert!(t.counters.iter().all(|c| (c.1, c.2) == (0, 0)), "{name}");
+            assert_eq!(t.ifname.as_deref(), Some("map-wan"), "{name}");
+        }
+        let ocn = builtin("2400:4050:1234:5600::/56");
+        let Some(SnatPlan::Shared { ranges, .. }) = read_table(&script(&ocn, &[])).snat else {
+            panic!()
+        };
+        assert_eq!(ranges.len(), 63);
+        assert_eq!(ranges[0], ps(1376, 1391));
+    }
+
+    #[test]
+    fn nft_listing_is_read_back() {
+        // What `nft list table` prints (nft 1.0.6) for an older mape's table.
+        let old = "table ip mape_wanmap {\n\tcounter snat_tcp {\n\t\tpackets 41 bytes 2460\n\t}\n\n\tcounter snat_udp {\n\t\tpackets 5 bytes 300\n\t}\n\n\tchain srcnat {\n\t\ttype nat hook postrouting priority srcnat - 1; policy accept;\n\t\toifname \"map-wanmap\" meta l4proto tcp counter name \"snat_tcp\" snat ip to numgen inc mod 2 map { 0 : 106.72.63.108 . 7488-7503, 1 : 106.72.63.108 . 11584-11599 }\n\t\toifname \"map-wanmap\" counter name \"snat_other\" snat to 106.72.63.108\n\t}\n}\n";
+        let t = read_table(old);
+        assert_eq!(t.ifname.as_deref(), Some("map-wanmap"));
         assert_eq!(
-            r[0],
+            t.counters,
+            [("snat_tcp".into(), 41, 2460), ("snat_udp".into(), 5, 300)]
+        );
+        let Some(SnatPlan::Shared { addr, ranges, .. }) = t.snat else {
+            panic!("{t:?}")
+        };
+        assert_eq!(addr, Ipv4Addr::new(106, 72, 63, 108));
+        assert_eq!(
+            ranges,
+            [
+                PortSet {
+                    first: 7488,
+                    last: 7503
+                },
+                PortSet {
+                    first: 11584,
+                    last: 11599
+                }
+            ]
+        );
+        let listed = "table ip mape_x {\n\tset ports_exclude {\n\t\ttype inet_service\n\t\tflags interval\n\t\telements = { 7490-7491, 8000,\n\t\t\t     9000-9001 }\n\t}\n\n\tchain set_0 {\n\t\tmeta l4proto tcp snat to 106.72.63.108:7488-7489\n\t}\n\tchain srcnat {\n\t\toifname \"map-x\" counter name \"snat_other\" snat to 106.72.63.108\n\t}\n}\n";
+        let t = read_table(listed);
+        let Some(SnatPlan::Shared { excluded, .. }) = t.snat else {
+            panic!("{t:?}")
+        };
+        assert_eq!(excluded.len(), 3);
+        assert_eq!(
+            excluded[1],
             PortSet {
-                first: 7488,
-                last: 7489
+                first: 8000,
+                last: 8000
             }
         );
+        let plain = "table ip mape_x {\n\tchain srcnat {\n\t\toifname \"map-x\" counter name \"snat_other\" snat ip to 192.0.2.16/28\n\t}\n}\n";
         assert_eq!(
-            r[1],
-            PortSet {
-                first: 7492,
-                last: 7503
-            }
+            read_table(plain).snat,
+            Some(SnatPlan::Prefix {
+                first: Ipv4Addr::new(192, 0, 2, 16),
+                last: Ipv4Addr::new(192, 0, 2, 31)
+            })
         );
-        assert_eq!(r.len(), 15);
-        assert_eq!(r.iter().map(|p| p.len()).sum::<u32>(), 240 - 2 - 16);
-        let bad = [PortSet {
-            first: 80,
-            last: 80,
-        }];
-        assert_eq!(
-            snat_ranges(&m, &bad),
-            Err(NftError::ExcludeNotOurs(bad[0], 212))
-        );
+        assert_eq!(read_table("junk {\n}").snat, None);
+        // A hostile device name is not used as a path.
+        let bad = old.replace("map-wanmap", "../../etc");
+        assert_eq!(read_table(&bad).ifname, None);
     }
 }

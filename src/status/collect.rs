@@ -24,7 +24,7 @@ use super::{
     percent, CtInfo, DestUse, HostUse, IfaceStatus, MappingExtra, MappingInfo, Recent, Report,
     SetUse, Table, Tunnel, Usage, Warning, WARN_PERCENT,
 };
-use crate::engine::PortSet;
+use crate::engine::TableReadBack;
 use crate::names::{check_name, ifname_for, is_dev_name, is_table_name, table_for};
 use crate::state::{self, MappingRecord, State};
 
@@ -47,6 +47,8 @@ pub trait Source {
     fn ubus_call(&mut self, object: &str, method: &str) -> Option<Value>;
     /// Unix time in seconds.
     fn now(&mut self) -> u64;
+    /// Our nft table `table` (`ip` family) as read back, `None` if nft cannot list it.
+    fn nft_table(&mut self, table: &str) -> Option<TableReadBack>;
     /// Feeds every line of the conntrack table to `line`; returns where it came from.
     fn conntrack_lines(&mut self, line: &mut dyn FnMut(&str)) -> Result<&'static str, String> {
         if let Some(text) = self.read(PROC_CONNTRACK) {
@@ -61,13 +63,17 @@ pub trait Source {
     }
 }
 
-/// The real system: files, `nft`, `ubus` and `conntrack` from PATH.
-#[derive(Debug, Default)]
-pub struct RealSource;
+/// The real system: files, `nft`, `ubus` and `conntrack` from PATH. `nft list table` text is
+/// read by the reader the front end passes in (`render::nft::read_table`, which lives beside
+/// the writer of that table).
+#[derive(Debug)]
+pub struct RealSource {
+    read_table: fn(&str) -> TableReadBack,
+}
 
 impl RealSource {
-    pub fn new() -> Self {
-        RealSource
+    pub fn new(read_table: fn(&str) -> TableReadBack) -> Self {
+        RealSource { read_table }
     }
 
     /// Where state files are looked for: `$MAPE_STATE_DIR` (default `/var/run/mape`) and
@@ -115,6 +121,11 @@ impl Source for RealSource {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
+    }
+
+    fn nft_table(&mut self, table: &str) -> Option<TableReadBack> {
+        let text = self.run("nft", &["list", "table", "ip", table]).ok()?;
+        Some((self.read_table)(&text))
     }
 
     /// Streams `/proc/net/nf_conntrack` line by line: a busy router has tens of thousands of
@@ -315,107 +326,6 @@ pub struct Options {
     pub prev: Option<(u64, Stats)>,
 }
 
-/// What our table says: its counters and the SNAT it does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NftTable {
-    pub counters: Vec<(String, u64, u64)>,
-    pub ifname: Option<String>,
-    /// Address, prefix length and port ranges of the SNAT rules.
-    pub snat: Option<(Ipv4Addr, u8, Vec<PortSet>)>,
-}
-
-fn parse_range(s: &str) -> Option<PortSet> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let (first, last) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (first <= last).then_some(PortSet { first, last })
-}
-
-/// Reads `nft list table ip mape_<iface>` (text): named counters, the tunnel device of the SNAT
-/// rules, and the address and port ranges of the first `snat … map { i : <v4> . <lo>-<hi>, … }`
-/// (else of a plain `snat to <v4>[-<v4>]`: all ports).
-pub fn parse_nft_table(text: &str) -> NftTable {
-    let mut t = NftTable::default();
-    let mut lines = text.lines().map(str::trim).peekable();
-    let mut plain: Option<(Ipv4Addr, u8)> = None;
-    while let Some(line) = lines.next() {
-        let words: Vec<&str> = line.split_ascii_whitespace().collect();
-        if words.len() == 3 && words[0] == "counter" && words[2] == "{" {
-            let body = lines.peek().copied().unwrap_or("");
-            let b: Vec<&str> = body.split_ascii_whitespace().collect();
-            if b.len() >= 4 && b[0] == "packets" && b[2] == "bytes" {
-                if let (Ok(p), Ok(by)) = (b[1].parse(), b[3].parse()) {
-                    t.counters.push((words[1].to_string(), p, by));
-                }
-            }
-            continue;
-        }
-        let Some(at) = words.iter().position(|w| *w == "snat") else {
-            continue;
-        };
-        if t.ifname.is_none() {
-            if let Some(i) = words.iter().position(|w| *w == "oifname") {
-                let name = words.get(i + 1).map(|w| w.trim_matches('"'));
-                t.ifname = name.filter(|n| is_dev_name(n)).map(str::to_string);
-            }
-        }
-        if t.snat.is_none() {
-            if let Some(body) = line
-                .split_once("map {")
-                .and_then(|(_, rest)| rest.split_once('}'))
-                .map(|(b, _)| b)
-            {
-                let mut addr = None;
-                let mut sets = Vec::new();
-                for item in body.split(',') {
-                    let Some((_, target)) = item.split_once(':') else {
-                        continue;
-                    };
-                    let Some((a, ports)) = target.split_once(" . ") else {
-                        continue;
-                    };
-                    let (Ok(a), Some(r)) = (a.trim().parse::<Ipv4Addr>(), parse_range(ports))
-                    else {
-                        continue;
-                    };
-                    addr.get_or_insert(a);
-                    sets.push(r);
-                }
-                if let (Some(a), false) = (addr, sets.is_empty()) {
-                    t.snat = Some((a, 32, sets));
-                }
-            } else if plain.is_none() {
-                // `snat to A`, `snat ip to A`, `snat to A-B` (an IPv4 prefix, not shared).
-                let to = words[at..].iter().position(|w| *w == "to");
-                if let Some(spec) = to.and_then(|i| words.get(at + i + 1)) {
-                    let (a, b) = spec.split_once('-').unwrap_or((spec, spec));
-                    if let (Ok(a), Ok(b)) = (a.parse::<Ipv4Addr>(), b.parse::<Ipv4Addr>()) {
-                        let n = u32::from(b).wrapping_sub(u32::from(a)).wrapping_add(1);
-                        let len = if n.is_power_of_two() {
-                            32 - n.trailing_zeros() as u8
-                        } else {
-                            32
-                        };
-                        plain = Some((a, len));
-                    }
-                }
-            }
-        }
-    }
-    if t.snat.is_none() {
-        t.snat = plain.map(|(a, len)| {
-            (
-                a,
-                len,
-                vec![PortSet {
-                    first: 0,
-                    last: u16::MAX,
-                }],
-            )
-        });
-    }
-    t
-}
-
 fn read_u64(src: &mut dyn Source, path: &str) -> Option<u64> {
     src.read(path)?.trim().parse().ok()
 }
@@ -567,20 +477,22 @@ pub fn collect(src: &mut dyn Source, targets: Vec<Target>, opts: &Options) -> Re
     let time = src.now();
     let mut ifaces: Vec<IfaceStatus> = Vec::new();
     for t in &targets {
-        let nft = src
-            .run("nft", &["list", "table", "ip", &t.table])
-            .ok()
-            .map(|text| parse_nft_table(&text));
+        let nft = src.nft_table(&t.table);
         let mut ifname = t.ifname.clone();
         let mut mapping = t.mapping.as_ref().map(MappingInfo::from_record);
         if mapping.is_none() {
-            if let Some((addr, len, sets)) = nft.as_ref().and_then(|n| n.snat.clone()) {
+            if let Some(plan) = nft.as_ref().and_then(|n| n.snat.as_ref()) {
                 let extra = MappingExtra {
                     prefix: t.hints.as_ref().map(|h| h.prefix.clone()),
                     ce: t.hints.as_ref().map(|h| h.ce.to_string()),
                     ..MappingExtra::default()
                 };
-                mapping = Some(MappingInfo::new(addr, len, sets, extra));
+                mapping = Some(MappingInfo::new(
+                    plan.ipv4(),
+                    plan.ipv4_prefix_len(),
+                    plan.port_ranges(),
+                    extra,
+                ));
             }
             if let Some(n) = nft.as_ref().and_then(|n| n.ifname.clone()) {
                 if t.ubus_up != Some(true) {
@@ -776,6 +688,7 @@ fn warnings(s: &IfaceStatus, ct: &CtInfo) -> Vec<Warning> {
 pub(crate) mod tests {
     use super::super::{Level, ProtoUse};
     use super::*;
+    use crate::engine::{PortSet, SnatPlan};
     use std::collections::BTreeMap;
 
     /// Canned files and command outputs.
@@ -783,6 +696,8 @@ pub(crate) mod tests {
     pub(crate) struct Fake {
         pub files: BTreeMap<String, String>,
         pub cmds: BTreeMap<String, String>,
+        /// nft tables as `render::nft::read_table` reads them.
+        pub tables: BTreeMap<String, TableReadBack>,
         pub ran: Vec<String>,
         pub time: u64,
     }
@@ -820,11 +735,26 @@ pub(crate) mod tests {
             self.ran.push(line.clone());
             serde_json::from_str(self.cmds.get(&line)?).ok()
         }
+        fn nft_table(&mut self, table: &str) -> Option<TableReadBack> {
+            self.tables.get(table).cloned()
+        }
     }
 
     pub(crate) const V6PLUS_CALC: &str = r#"{"isp":"v6plus","prefix":"240b:10:3f6c:d400::/56","rule":{"ipv6_prefix":"240b:10::/31","ipv4_prefix":"106.72.0.0/15","ea_len":25,"psid_offset":4,"psid_len":8},"iid_format":"draft03","ipv4":"106.72.63.108","ipv4_prefix_len":32,"psid":212,"port_sets":[[7488,7503],[11584,11599],[15680,15695],[19776,19791],[23872,23887],[27968,27983],[32064,32079],[36160,36175],[40256,40271],[44352,44367],[48448,48463],[52544,52559],[56640,56655],[60736,60751],[64832,64847]],"port_count":240,"ce":"240b:10:3f6c:d400:6a:483f:6c00:d400","br":"2404:9200:225:100::64","warnings":[]}"#;
 
-    pub(crate) const TABLE: &str = "table ip mape_wanmap {\n\tcounter snat_tcp {\n\t\tpackets 41 bytes 2460\n\t}\n\n\tcounter snat_udp {\n\t\tpackets 5 bytes 300\n\t}\n\n\tchain srcnat {\n\t\ttype nat hook postrouting priority srcnat - 1; policy accept;\n\t\toifname \"map-wanmap\" meta l4proto tcp counter name \"snat_tcp\" snat ip to numgen inc mod 2 map { 0 : 106.72.63.108 . 7488-7503, 1 : 106.72.63.108 . 11584-11599 }\n\t\toifname \"map-wanmap\" counter name \"snat_other\" snat to 106.72.63.108\n\t}\n}\n";
+    /// Table `mape_wanmap` with two port sets, as read back from nft.
+    pub(crate) fn table(ifname: &str) -> TableReadBack {
+        let ps = |first, last| PortSet { first, last };
+        TableReadBack {
+            counters: vec![("snat_tcp".into(), 41, 2460), ("snat_udp".into(), 5, 300)],
+            ifname: Some(ifname.into()),
+            snat: Some(SnatPlan::Shared {
+                addr: Ipv4Addr::new(106, 72, 63, 108),
+                ranges: vec![ps(7488, 7503), ps(11584, 11599)],
+                excluded: Vec::new(),
+            }),
+        }
+    }
 
     fn ct_line(proto: &str, src: &str, dst: &str, dport: u16, nat: &str, port: u16) -> String {
         if proto == "icmp" {
@@ -850,8 +780,7 @@ pub(crate) mod tests {
         );
         f.cmds
             .insert("nft list tables".into(), "table ip mape_wanmap\n".into());
-        f.cmds
-            .insert("nft list table ip mape_wanmap".into(), TABLE.into());
+        f.tables.insert("mape_wanmap".into(), table("map-wanmap"));
         for (k, v) in [
             ("flags", "0x10d1"),
             ("operstate", "unknown"),
@@ -1015,7 +944,7 @@ pub(crate) mod tests {
 
         // The tunnel gone and the table flushed: down.
         f.files.retain(|k, _| !k.starts_with("/sys/"));
-        f.cmds.remove("nft list table ip mape_wanmap");
+        f.tables.remove("mape_wanmap");
         f.cmds.remove("nft list tables");
         let targets = discover(&mut f, &["/st".into()], false);
         let r = collect(&mut f, targets, &Options::default());
@@ -1044,12 +973,7 @@ pub(crate) mod tests {
             "nft list tables".into(),
             "table inet fw4\ntable ip mape_wanmap\ntable ip mape_old\n".into(),
         );
-        f.cmds.insert(
-            "nft list table ip mape_old".into(),
-            TABLE
-                .replace("mape_wanmap", "mape_old")
-                .replace("map-wanmap", "map-old"),
-        );
+        f.tables.insert("mape_old".into(), table("map-old"));
         let targets = discover(&mut f, &["/st".into()], true);
         let names: Vec<(&str, &str)> = targets
             .iter()
@@ -1109,30 +1033,6 @@ pub(crate) mod tests {
                 .origin,
             "state"
         );
-    }
-
-    #[test]
-    fn nft_table_text_is_read_back() {
-        let t = parse_nft_table(TABLE);
-        assert_eq!(t.ifname.as_deref(), Some("map-wanmap"));
-        let (a, len, sets) = t.snat.unwrap();
-        assert_eq!((a, len), (Ipv4Addr::new(106, 72, 63, 108), 32));
-        assert_eq!(
-            sets[1],
-            PortSet {
-                first: 11584,
-                last: 11599
-            }
-        );
-        assert_eq!(t.counters.len(), 2);
-        let plain = "table ip mape_x {\n\tchain srcnat {\n\t\toifname \"map-x\" counter name \"snat_other\" snat ip to 192.0.2.16-192.0.2.31\n\t}\n}\n";
-        let (a, len, sets) = parse_nft_table(plain).snat.unwrap();
-        assert_eq!((a, len), (Ipv4Addr::new(192, 0, 2, 16), 28));
-        assert_eq!(sets[0].len(), 65536);
-        assert_eq!(parse_nft_table("junk {\n}").snat, None);
-        // A hostile device name is not used as a path.
-        let bad = TABLE.replace("map-wanmap", "../../etc");
-        assert_eq!(parse_nft_table(&bad).ifname, None);
     }
 
     #[test]

@@ -321,10 +321,10 @@ fn iface_text(out: &mut String, s: &IfaceStatus, ct: &CtInfo) {
         let _ = writeln!(
             out,
             "  SNAT        new flows (attempts) since the table was loaded: tcp {}, udp {}, icmp {}, other {}",
-            c("snat_tcp"),
-            c("snat_udp"),
-            c("snat_icmp"),
-            c("snat_other")
+            c(crate::engine::counters::SNAT_TCP),
+            c(crate::engine::counters::SNAT_UDP),
+            c(crate::engine::counters::SNAT_ICMP),
+            c(crate::engine::counters::SNAT_OTHER)
         );
     }
     let st = &ct.stats;

@@ -40,7 +40,7 @@ echo "$CALC" >"$W/calc.json"
 
 # --- the bed -----------------------------------------------------------------------------
 modprobe -a veth ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nft_ct \
-	nft_counter nft_exthdr nft_rt nf_conntrack 2>/dev/null
+	nft_counter nft_exthdr nft_rt nft_hash nf_conntrack xt_HMARK xt_statistic xt_mark 2>/dev/null
 bed() {
 	set -e
 	for n in lan ce br srv; do ip netns add $n; ip -n $n link set lo up; done
