@@ -23,24 +23,14 @@
 set -euo pipefail
 export LC_ALL=C
 
-usage() { echo "usage: $0 <mape binary|-> <openwrt-arch> [outdir [package]]" >&2; exit 2; }
-[ $# -ge 2 ] && [ $# -le 4 ] || usage
-bin=$1
-arch=$2
-outdir=${3:-dist}
-name=${4:-mape-rs}
-
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/pkgdef.sh
 . "$root/scripts/pkgdef.sh"
-pkg_known "$name" || { echo "apk.sh: unknown package '$name' (known: ${PKG_NAMES[*]})" >&2; exit 2; }
+pkg_cli apk.sh "$@"
+name=$PKG_NAME arch=$PKG_ARCH outdir=$PKG_OUTDIR
+[ "$arch" = all ] && arch=noarch
 APK=${MAPE_APK:-apk}
 apk_v3 "$APK" || { echo "apk.sh: '$APK' is not apk-tools 3 (set MAPE_APK; scripts/dist.sh says how to get one)" >&2; exit 1; }
-pkg_meta "$name"
-pkg_common
-pkg_epoch
-arch=$(pkg_arch "$name" "$arch")
-[ "$arch" = all ] && arch=noarch
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -49,7 +39,7 @@ sc=$tmp/scripts
 mkdir -p "$sc"
 
 # --- data ---------------------------------------------------------------------------------
-pkg_stage "$name" "$data" "$bin" "${MAPE_LMO:-}"
+pkg_stage "$name" "$data" "$PKG_BIN" "${MAPE_LMO:-}"
 list=$tmp/$name.list
 (cd "$data" && find . \( -type f -o -type l \) -printf '/%P\n' | sort) >"$list"
 install -D -m 0644 "$list" "$data/lib/apk/packages/$name.list"

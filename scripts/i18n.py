@@ -221,21 +221,7 @@ def _sort_key(k):
 
 
 def render_pot(entries):
-    out = ['msgid ""\n', 'msgstr "Content-Type: text/plain; charset=UTF-8"\n']
-    for k in sorted(entries, key=_sort_key):
-        ctxt, msgid = k
-        e = entries[k]
-        out.append("\n")
-        out.append("#: %s\n" % " ".join(e["refs"]))
-        if ctxt is not None:
-            out.append(_po_field("msgctxt", ctxt))
-        out.append(_po_field("msgid", msgid))
-        if e["plural"] is not None:
-            out.append(_po_field("msgid_plural", e["plural"]))
-            out.append('msgstr[0] ""\n')
-        else:
-            out.append('msgstr ""\n')
-    return "".join(out)
+    return render_po("Content-Type: text/plain; charset=UTF-8\n", entries, [])
 
 
 def parse_po(text, path="po"):
@@ -291,10 +277,11 @@ def po_languages():
     return sorted(x for x in os.listdir(d) if x != "templates" and os.path.isfile(os.path.join(d, x, DOMAIN + ".po")))
 
 
-def render_po(lang, header, entries, old):
-    """A po/<lang>/mape.po for `entries` (extract()), keeping translations from `old`."""
+def render_po(header, entries, old):
+    """A catalogue for `entries` (extract()) with the header entry's msgstr `header`, keeping the
+    translations of `old` (parse_po() entries): po/<lang>/mape.po, or with no `old` the .pot."""
     by_key = {(e.get("msgctxt"), e["msgid"]): e for e in old if e["msgid"] != ""}
-    out = [_po_field("msgid", ""), "msgstr " + '""\n']
+    out = [_po_field("msgid", ""), 'msgstr ""\n']
     for line in header.split("\n"):
         if line:
             out.append(_po_quote(line + "\n") + "\n")
@@ -395,7 +382,7 @@ def main(argv):
                     with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
                         old = parse_po(f.read(), rel)
                     head = next((e for e in old if e["msgid"] == ""), {"msgstr": ""})
-                    text = render_po(lang, head["msgstr"], entries, old)
+                    text = render_po(head["msgstr"], entries, old)
                     with open(os.path.join(ROOT, rel), "w", encoding="utf-8") as f:
                         f.write(text)
                     missing = sum(1 for e in parse_po(text, rel) if e["msgid"] and not e.get("msgstr"))

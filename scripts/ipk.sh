@@ -21,21 +21,11 @@
 set -euo pipefail
 export LC_ALL=C
 
-usage() { echo "usage: $0 <mape binary|-> <openwrt-arch> [outdir [package]]" >&2; exit 2; }
-[ $# -ge 2 ] && [ $# -le 4 ] || usage
-bin=$1
-arch=$2
-outdir=${3:-dist}
-name=${4:-mape-rs}
-
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/pkgdef.sh
 . "$root/scripts/pkgdef.sh"
-pkg_known "$name" || { echo "ipk.sh: unknown package '$name' (known: ${PKG_NAMES[*]})" >&2; exit 2; }
-pkg_meta "$name"
-pkg_common
-pkg_epoch
-arch=$(pkg_arch "$name" "$arch")
+pkg_cli ipk.sh "$@"
+name=$PKG_NAME arch=$PKG_ARCH outdir=$PKG_OUTDIR
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -44,7 +34,7 @@ ctrl=$tmp/control
 mkdir -p "$ctrl"
 
 # --- data ---------------------------------------------------------------------------------
-pkg_stage "$name" "$data" "$bin" "${MAPE_LMO:-}"
+pkg_stage "$name" "$data" "$PKG_BIN" "${MAPE_LMO:-}"
 
 TAR=(tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH")
 (cd "$data" && "${TAR[@]}" -cf - .) >"$tmp/data.tar"

@@ -257,3 +257,23 @@ pkg_find_tools() {
 	MAPE_PO2LMO=${MAPE_PO2LMO:-}
 	export MAPE_APK MAPE_PO2LMO
 }
+
+# pkg_cli <tool> <args...>: the command line of scripts/ipk.sh and scripts/apk.sh,
+# <mape binary|-> <openwrt-arch> [<outdir, default dist> [<package, default mape-rs>]]. Sets
+# PKG_NAME, PKG_BIN, PKG_OUTDIR, PKG_ARCH (the package's Architecture: the target's or "all"),
+# what pkg_meta and pkg_common set, and SOURCE_DATE_EPOCH. Bad usage: one line, exit 2.
+pkg_cli() {
+	local tool=$1
+	shift
+	if [ $# -lt 2 ] || [ $# -gt 4 ]; then
+		echo "usage: $tool <mape binary|-> <openwrt-arch> [outdir [package]]" >&2
+		exit 2
+	fi
+	PKG_BIN=$1 PKG_OUTDIR=${3:-dist} PKG_NAME=${4:-mape-rs}
+	pkg_known "$PKG_NAME" || { echo "$tool: unknown package '$PKG_NAME' (known: ${PKG_NAMES[*]})" >&2; exit 2; }
+	case $2 in "" | *[!A-Za-z0-9_.-]*) echo "$tool: bad OpenWrt architecture '$2'" >&2; exit 2 ;; esac
+	pkg_meta "$PKG_NAME"
+	pkg_common || exit 1
+	pkg_epoch
+	PKG_ARCH=$(pkg_arch "$PKG_NAME" "$2")
+}
