@@ -193,7 +193,7 @@ if [ -n "$MAPE_PO2LMO" ]; then
 	"$MAPE_PO2LMO" "$ROOT/po/ja/mape.po" "$lmo" || die "po2lmo po/ja/mape.po failed"
 fi
 noarch=(mape-rs-map luci-proto-mape)
-[ -n "$lmo" ] && noarch+=(luci-i18n-mape-ja)
+if [ -n "$lmo" ]; then noarch+=(luci-i18n-mape-ja); else rm -f "$DIST"/luci-i18n-mape-ja_*_all.ipk; fi
 mkdir -p "$work/all"
 for p in "${noarch[@]}"; do
 	rm -f "$DIST/${p}"_*_all.ipk

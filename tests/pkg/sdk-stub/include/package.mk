@@ -1,7 +1,7 @@
 # Stand-in for an OpenWrt SDK's include/package.mk, enough to run a package Makefile's own
 # parts: Build/Prepare, each Package/<name>/install into $(OUT)/<name>, and each package's
 # metadata (DEPENDS, PKGARCH, CONFLICTS, PROVIDES) and scripts (postinst, prerm) written to
-# $(OUT)/<name>.{meta,postinst,prerm}. Not OpenWrt's logic: only the variables and install
+# $(OUT)/<name>.meta and, when the Makefile defines them, $(OUT)/<name>.{postinst,prerm}. Not OpenWrt's logic: only the variables and install
 # macros OpenWrt defines with the same names and meaning.
 INSTALL_DIR:=install -d -m0755
 INSTALL_BIN:=install -m0755
@@ -26,8 +26,8 @@ $(eval CONFLICTS:=)
 $(eval PROVIDES:=)
 $(eval $(Package/$(1)))
 $(file >$(OUT)/$(1).meta,DEPENDS=$(strip $(DEPENDS))|PKGARCH=$(PKGARCH)|CONFLICTS=$(CONFLICTS)|PROVIDES=$(PROVIDES))
-$(file >$(OUT)/$(1).postinst,$(Package/$(1)/postinst))
-$(file >$(OUT)/$(1).prerm,$(Package/$(1)/prerm))
+$(if $(Package/$(1)/postinst),$(file >$(OUT)/$(1).postinst,$(Package/$(1)/postinst)))
+$(if $(Package/$(1)/prerm),$(file >$(OUT)/$(1).prerm,$(Package/$(1)/prerm)))
 all: install-$(1)
 install-$(1): prepare
 	rm -rf $(OUT)/$(1) && mkdir -p $(OUT)/$(1)
