@@ -42,9 +42,12 @@ scripts/check-readme.sh
 echo "== LuCI protocol page in headless Chromium (tests/luci)"
 bash tests/luci/run.sh
 
-echo "== release builds and .ipk for six router architectures (scripts/dist.sh), checked under qemu"
+echo "== release builds, .ipk/.apk packages and feeds for six router architectures (scripts/dist.sh), checked under qemu"
 # The cross-build cache lives outside the checkout so that repeated CI runs on one machine
 # are incremental; a fresh machine builds from scratch (about 7-15 minutes).
 export MAPE_DIST_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$HOME/.cache/mape-rs/dist-target}
 scripts/dist.sh
 scripts/check-dist.sh
+
+echo "== packages with OpenWrt's real opkg and apk: installs, map conflicts, feeds, Japanese catalogue (tests/pkg/run.sh)"
+tests/pkg/run.sh || [ $? = 77 ]

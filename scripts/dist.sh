@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Release build: static musl binaries and an .ipk for each OpenWrt architecture, on this machine,
-# without Docker. Installs what it needs when it is missing: rust-src and llvm-tools (rustup),
-# zig and cargo-zigbuild (PyPI, into a venv outside the repo), zopfli (apt, optional).
+# Release build: static musl binaries and the OpenWrt packages (.ipk for opkg, OpenWrt 24.10 and
+# earlier; .apk for apk, 25.12 and later) for each OpenWrt architecture, on this machine, without
+# Docker or an OpenWrt SDK. Installs what it needs when it is missing: rust-src and llvm-tools
+# (rustup), zig and cargo-zigbuild (PyPI, into a venv outside the repo), zopfli (apt, optional).
+# The .apk packages need apk-tools 3 and the Japanese catalogue LuCI's po2lmo: both come from
+# the OpenWrt userland the tests build (tests/openwrt/userland.sh, from ../shared/openwrt-src),
+# or from PATH (MAPE_APK, MAPE_PO2LMO override); without them dist.sh says so and builds the
+# rest (in CI, $CI set, their absence is an error).
 #
 # Usage: scripts/dist.sh [<openwrt-arch>...]     (default: all six; see ARCHES below)
-# Output (dist/ is gitignored):
+# Output (dist/ is gitignored; packages and their split: scripts/pkgdef.sh, docs/packaging.md):
 #   dist/bin/<openwrt-arch>/mape            stripped static binary
-#   dist/mape-rs_<version>-r<release>_<openwrt-arch>.ipk
+#   dist/<package>_<version>-r<release>_<openwrt-arch|all>.ipk
+#                                           mape-rs per architecture; mape-rs-map,
+#                                           luci-proto-mape, luci-i18n-mape-ja once ("all")
+#   dist/feed/<openwrt-arch>/               one feed per architecture: that architecture's
+#                                           .ipk and .apk (<package>-<version>.apk, OpenWrt's
+#                                           name), Packages, Packages.gz (opkg), packages.adb
+#                                           (apk); serve dist/ over HTTP to use them as feeds
 #   dist/SIZES.md                           size table (also printed), dist/SHA256SUMS
 # Then: scripts/check-dist.sh               (qemu, ELF and package checks)
 #
 # Env: XBUILD_VENV (default ~/.cache/xbuild-venv), MAPE_DIST_TARGET_DIR (default target/dist,
 #      a cargo target dir of its own so the long build does not hold the lock on target/),
 #      MAPE_DIST_PANIC (immediate-abort, the default, or abort: see "Size" below),
+#      MAPE_APK, MAPE_PO2LMO (tools, see above),
 #      MAPE_RELEASE, MAPE_MAINTAINER, SOURCE_DATE_EPOCH (see scripts/ipk.sh).
 #
 # How (details and pitfalls: the project's cross-build notes): cargo-zigbuild links with zig's
@@ -43,6 +55,10 @@ ARCHES=(
 )
 # Size goal for the mipsel .ipk (bytes), printed with the size table.
 GOAL=${MAPE_IPK_GOAL:-204800}
+
+# Cargo features of the router build: the one place they are set (e.g. --no-default-features
+# --features ... to leave out what a router does not need).
+CARGO_FEATURE_ARGS=()
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'dist.sh: %s\n' "$*" >&2; exit 1; }
@@ -108,6 +124,21 @@ fi
 # cargo-zigbuild's wrappers call <venv>/bin/python3 -m ziglang: the whole bin/ goes on PATH.
 export PATH="$VENV/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
+# apk-tools 3 (the .apk packages and apk indexes) and po2lmo (the Japanese catalogue).
+root=$ROOT
+# shellcheck source=scripts/pkgdef.sh
+. "$ROOT/scripts/pkgdef.sh"
+pkg_find_tools
+if [ -z "$MAPE_APK" ]; then
+	msg="no apk-tools 3: building no .apk and no apk index. Get it with tests/openwrt/userland.sh (builds OpenWrt's userland, apk included, from ../shared/openwrt-src; or set MAPE_OPENWRT_SRC), or build apk-tools 3 from https://gitlab.alpinelinux.org/alpine/apk-tools and set MAPE_APK=/path/to/apk"
+	[ -n "${CI:-}" ] && die "$msg"
+	log "$msg"
+fi
+if [ -z "$MAPE_PO2LMO" ]; then
+	msg="no po2lmo (LuCI's .po compiler): building no luci-i18n-mape-ja. It comes with tests/openwrt/userland.sh (LuCI's modules/luci-base/src: make po2lmo), or set MAPE_PO2LMO"
+	[ -n "${CI:-}" ] && die "$msg"
+	log "$msg"
+fi
 t_setup=$((SECONDS - t_setup))
 
 # Size (measured on mipsel; details in the report of issue 5):
@@ -143,16 +174,32 @@ done
 for t in "${triples[@]}"; do
 	log "building $t"
 	s=$SECONDS
-	cargo zigbuild --release --locked --bin mape --target "$t" \
+	cargo zigbuild --release --locked --bin mape --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
 		-Z build-std=std,panic_abort -Z build-std-features=
 	built_secs[$t]=$((SECONDS - s))
 done
 
 # --- package -------------------------------------------------------------------------------
 if [ "$all" = 1 ]; then
-	rm -rf "$DIST/bin" "$DIST"/mape-rs_*.ipk "$DIST/SIZES.md" "$DIST/SHA256SUMS"
+	rm -rf "$DIST/bin" "$DIST/feed" "$DIST"/*.ipk "$DIST/SIZES.md" "$DIST/SHA256SUMS"
 fi
 mkdir -p "$DIST"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The architecture-independent packages, once.
+lmo=""
+if [ -n "$MAPE_PO2LMO" ]; then
+	lmo=$work/mape.ja.lmo
+	"$MAPE_PO2LMO" "$ROOT/po/ja/mape.po" "$lmo" || die "po2lmo po/ja/mape.po failed"
+fi
+noarch=(mape-rs-map luci-proto-mape)
+if [ -n "$lmo" ]; then noarch+=(luci-i18n-mape-ja); else rm -f "$DIST"/luci-i18n-mape-ja_*_all.ipk; fi
+mkdir -p "$work/all"
+for p in "${noarch[@]}"; do
+	rm -f "$DIST/${p}"_*_all.ipk
+	MAPE_LMO=$lmo scripts/ipk.sh - all "$DIST" "$p" >/dev/null
+	[ -n "$MAPE_APK" ] && MAPE_LMO=$lmo scripts/apk.sh - all "$work/all" "$p" >/dev/null
+done
 for want in "${selected[@]}"; do
 	t=$(target_of "$want")
 	rm -f "$DIST"/mape-rs_*_"$want".ipk
@@ -161,20 +208,37 @@ for want in "${selected[@]}"; do
 		"$llvm_bin/llvm-objcopy" --remove-section=.pdr --remove-section=.comment "$DIST/bin/$want/mape"
 	fi
 	scripts/ipk.sh "$DIST/bin/$want/mape" "$want" "$DIST" >/dev/null
+	# The feed of this architecture: its packages (hard links where possible) and indexes.
+	feed=$DIST/feed/$want
+	rm -rf "$feed" && mkdir -p "$feed"
+	for f in "$DIST"/mape-rs_*_"$want".ipk "$DIST"/*_all.ipk "$work"/all/*.apk; do
+		[ -f "$f" ] && { ln -f "$f" "$feed/" 2>/dev/null || cp "$f" "$feed/"; }
+	done
+	[ -n "$MAPE_APK" ] && scripts/apk.sh "$DIST/bin/$want/mape" "$want" "$feed" >/dev/null
+	scripts/feed.sh "$feed" >/dev/null
 done
 
 # --- report --------------------------------------------------------------------------------
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
+size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo -; fi; }
+pkgversion=$(ls "$DIST"/mape-rs-map_*_all.ipk | sed 's/.*mape-rs-map_\(.*\)_all\.ipk$/\1/')
 {
-	echo "| OpenWrt arch | Rust target | binary (bytes) | binary (KiB) | .ipk (bytes) | .ipk (KiB) | build (s) |"
-	echo "|---|---|---:|---:|---:|---:|---:|"
+	echo "| OpenWrt arch | Rust target | binary (bytes) | binary (KiB) | .ipk (bytes) | .ipk (KiB) | .apk (bytes) | .apk (KiB) | build (s) |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 	for a in "${ARCHES[@]}"; do
 		read -r ow rt <<<"$a"
 		[ -f "$DIST/bin/$ow/mape" ] || continue
-		ipk=$(ls "$DIST"/mape-rs_*_"$ow".ipk)
-		b=$(stat -c %s "$DIST/bin/$ow/mape")
-		p=$(stat -c %s "$ipk")
-		echo "| $ow | $rt | $b | $(kib "$b") | $p | $(kib "$p") | ${built_secs[$rt]:--} |"
+		b=$(size "$DIST/bin/$ow/mape")
+		p=$(size "$DIST/mape-rs_${pkgversion}_$ow.ipk")
+		k=$(size "$DIST/feed/$ow/mape-rs-$pkgversion.apk")
+		echo "| $ow | $rt | $b | $(kib "$b") | $p | $(kib "$p") | $k | $([ "$k" = - ] && echo - || kib "$k") | ${built_secs[$rt]:--} |"
+	done
+	echo
+	echo "| architecture-independent package | .ipk (bytes) | .apk (bytes) |"
+	echo "|---|---:|---:|"
+	first=$(ls -d "$DIST"/feed/*/ 2>/dev/null | head -1)
+	for p in mape-rs-map luci-proto-mape luci-i18n-mape-ja; do
+		echo "| $p | $(size "$DIST/${p}_${pkgversion}_all.ipk") | $(size "${first}$p-$pkgversion.apk") |"
 	done
 	echo
 	m=$(ls "$DIST"/mape-rs_*_mipsel_24kc.ipk 2>/dev/null || true)
@@ -184,8 +248,9 @@ kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
 		echo "mipsel_24kc .ipk: $p bytes, $v the goal of $GOAL bytes ($(kib "$GOAL") KiB)."
 	fi
 	echo
-	echo "rustc $(rustc -V | cut -d' ' -f2), zig $ZIG_VERSION, cargo-zigbuild $ZIGBUILD_VERSION;" \
+	echo "rustc $(rustc -V | cut -d' ' -f2), zig $ZIG_VERSION, cargo-zigbuild $ZIGBUILD_VERSION," \
+		"$([ -n "$MAPE_APK" ] && "$MAPE_APK" --version | cut -d, -f1 || echo "no apk-tools");" \
 		"setup ${t_setup}s, total $((SECONDS))s."
 } >"$DIST/SIZES.md"
-(cd "$DIST" && sha256sum bin/*/mape mape-rs_*.ipk >SHA256SUMS)
+(cd "$DIST" && sha256sum bin/*/mape ./*.ipk $(find feed -type f | sort) | sed 's| \./| |' >SHA256SUMS)
 cat "$DIST/SIZES.md"

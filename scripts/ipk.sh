@@ -5,79 +5,36 @@
 # sorted names, owner 0:0, GNU tar format, gzip -n (zopfli --gzip for data.tar.gz when
 # installed: same format, smaller).
 #
-# Usage: scripts/ipk.sh <static mape binary> <openwrt-arch> [<output dir, default dist>]
+# Usage: scripts/ipk.sh <mape binary> <openwrt-arch> [<output dir, default dist> [<package>]]
+#   <package>: mape-rs (default), mape-rs-map, luci-proto-mape, luci-i18n-mape-ja
+#   (scripts/pkgdef.sh). Only mape-rs uses the binary (give "-" for the others); the others
+#   are Architecture "all" whatever <openwrt-arch> says.
 # Env:   MAPE_RELEASE     OpenWrt package release, default 1 (Version: <cargo version>-r<release>)
 #        MAPE_MAINTAINER  Maintainer field
+#        MAPE_LMO         the compiled catalogue for luci-i18n-mape-ja (po2lmo po/ja/mape.po)
 #        SOURCE_DATE_EPOCH
 #
-# Data: /usr/sbin/mape, then everything under files/ (it mirrors the router's file system:
-# /lib/netifd/proto/mape.sh, /www/luci-static/resources/protocol/mape.js, ...), as it is at
-# build time. Control: control, postinst/prerm (OpenWrt's standard wrappers that call
-# default_postinst/default_prerm from /lib/functions.sh) and postinst-pkg/prerm-pkg (the
-# package's own scripts from packaging/), exactly the files an SDK build of
+# Control: control, postinst/prerm (OpenWrt's standard wrappers from include/package-pack.mk
+# that call default_postinst/default_prerm from /lib/functions.sh) and postinst-pkg/prerm-pkg
+# (the package's own scripts, from packaging/), exactly what an SDK build of
 # openwrt-package/mape-rs puts there.
 set -euo pipefail
 export LC_ALL=C
 
-usage() { echo "usage: $0 <mape binary> <openwrt-arch> [outdir]" >&2; exit 2; }
-[ $# -ge 2 ] && [ $# -le 3 ] || usage
-bin=$1
-arch=$2
-outdir=${3:-dist}
-[ -f "$bin" ] || { echo "ipk.sh: $bin: no such file" >&2; exit 1; }
-
 root=$(cd "$(dirname "$0")/.." && pwd)
-
-# Depends, and why (see openwrt-package/mape-rs/Makefile, which must say the same):
-#   kmod-ip6-tunnel  the ip6tnl (ipip6) device netifd creates from the handler's tunnel object
-#   kmod-nft-nat     the port-set SNAT rules (nft "snat to <v4>:<ports>")
-#   nftables         the nft CLI the handler runs; on 23.05/24.10/25.x a virtual package provided
-#                    by nftables-json (firewall4's choice) and nftables-nojson
-#   ubus             the ubus CLI the handler runs (notify_proto, interface status)
-# Not needed: libc (the binary is static), jsonfilter/resolveip (JSON is parsed by mape itself,
-# no host names are resolved), jshn (netifd depends on it; prerm only uses it if present).
-DEPENDS="kmod-ip6-tunnel, kmod-nft-nat, nftables, ubus"
-
-cargo_field() { # first `key = "value"` of [package] in Cargo.toml
-	awk -v k="$1" '
-		/^\[/ { inpkg = ($0 == "[package]") ; next }
-		inpkg && $1 == k && $2 == "=" { v = $0; sub(/^[^"]*"/, "", v); sub(/".*$/, "", v); print v; exit }
-	' "$root/Cargo.toml"
-}
-version=$(cargo_field version)
-license=$(cargo_field license)
-description=$(cargo_field description)
-[ -n "$version" ] || { echo "ipk.sh: no version in Cargo.toml" >&2; exit 1; }
-pkgversion="$version-r${MAPE_RELEASE:-1}"
-maintainer=${MAPE_MAINTAINER:-mape-rs developers}
-
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-	SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)
-fi
-export SOURCE_DATE_EPOCH
+# shellcheck source=scripts/pkgdef.sh
+. "$root/scripts/pkgdef.sh"
+pkg_cli ipk.sh "$@"
+name=$PKG_NAME arch=$PKG_ARCH outdir=$PKG_OUTDIR
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 data=$tmp/data
 ctrl=$tmp/control
-mkdir -p "$data" "$ctrl"
+mkdir -p "$ctrl"
 
 # --- data ---------------------------------------------------------------------------------
-if [ -d "$root/files" ]; then
-	# Every file and symlink under files/, but no editor/VCS droppings.
-	(cd "$root/files" && find . \( -type f -o -type l \) \
-		! -name '.gitkeep' ! -name '.gitignore' ! -name '*~' ! -name '.*.sw?' ! -name '*.orig' ! -name '*.rej' -print0) |
-		(cd "$root/files" && tar --null -T - -cf -) | tar -xf - -C "$data"
-fi
-install -D -m 0755 "$bin" "$data/usr/sbin/mape"
-# Normalise modes: directories and executables 0755, everything else 0644.
-find "$data" -type d -exec chmod 0755 {} +
-find "$data" -type f -perm /111 -exec chmod 0755 {} +
-find "$data" -type f ! -perm /111 -exec chmod 0644 {} +
-# netifd only runs handlers it can execute.
-if [ -d "$data/lib/netifd/proto" ]; then
-	find "$data/lib/netifd/proto" -name '*.sh' -type f -exec chmod 0755 {} +
-fi
+pkg_stage "$name" "$data" "$PKG_BIN" "${MAPE_LMO:-}"
 
 TAR=(tar --format=gnu --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH")
 (cd "$data" && "${TAR[@]}" -cf - .) >"$tmp/data.tar"
@@ -90,21 +47,26 @@ else
 fi
 
 # --- control ------------------------------------------------------------------------------
+field() { [ -z "$2" ] || echo "$1: $2"; }
 {
-	echo "Package: mape-rs"
-	echo "Version: $pkgversion"
-	echo "Depends: $DEPENDS"
-	echo "License: $license"
-	echo "Section: net"
-	echo "Maintainer: $maintainer"
-	echo "Architecture: $arch"
-	echo "Installed-Size: $installed_size"
-	echo "Description: $description"
-	echo " proto mape for netifd: /lib/netifd/proto/mape.sh runs /usr/sbin/mape, which computes the"
-	echo " MAP-E mapping (built-in rules for v6plus, OCN, BIGLOBE, NURO or an explicit rule), reports"
-	echo " the ip6tnl tunnel to netifd and SNATs over all port sets with nftables."
+	field Package "$name"
+	field Version "$PKG_VERSION"
+	field Depends "$PKG_DEPENDS"
+	field Conflicts "$PKG_CONFLICTS"
+	field Replaces "$PKG_REPLACES"
+	field Provides "$PKG_PROVIDES"
+	field SourceName mape-rs
+	field License "$PKG_LICENSE"
+	field LicenseFiles "${PKG_LICENSE_FILES[*]}"
+	field Section "$PKG_SECTION"
+	field Maintainer "$PKG_MAINTAINER"
+	field Architecture "$arch"
+	field Installed-Size "$installed_size"
+	# As package-pack.mk: the long description, every line indented by one space.
+	printf 'Description:'
+	printf '%s\n' "$PKG_DESCRIPTION" | sed -e 's/^[[:space:]]*/ /'
 } >"$ctrl/control"
-# OpenWrt's standard wrappers (include/package-ipkg.mk); the package's own parts follow.
+# OpenWrt's standard wrappers (include/package-pack.mk); the package's own parts follow.
 cat >"$ctrl/postinst" <<'EOF'
 #!/bin/sh
 [ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
@@ -118,17 +80,19 @@ cat >"$ctrl/prerm" <<'EOF'
 . ${IPKG_INSTROOT}/lib/functions.sh
 default_prerm $0 $@
 EOF
-cp "$root/packaging/postinst" "$ctrl/postinst-pkg"
-cp "$root/packaging/prerm" "$ctrl/prerm-pkg"
 chmod 0644 "$ctrl/control"
-chmod 0755 "$ctrl/postinst" "$ctrl/prerm" "$ctrl/postinst-pkg" "$ctrl/prerm-pkg"
+chmod 0755 "$ctrl/postinst" "$ctrl/prerm"
+for s in postinst prerm; do
+	pkg_script "$name" "$s" >"$ctrl/$s-pkg"
+	if [ -s "$ctrl/$s-pkg" ]; then chmod 0755 "$ctrl/$s-pkg"; else rm -f "$ctrl/$s-pkg"; fi
+done
 (cd "$ctrl" && "${TAR[@]}" -cf - .) | gzip -9n >"$tmp/control.tar.gz"
 
 # --- outer archive ------------------------------------------------------------------------
 echo "2.0" >"$tmp/debian-binary"
 chmod 0644 "$tmp/debian-binary" "$tmp/data.tar.gz" "$tmp/control.tar.gz"
 mkdir -p "$outdir"
-out="$outdir/mape-rs_${pkgversion}_${arch}.ipk"
+out="$outdir/${name}_${PKG_VERSION}_${arch}.ipk"
 (cd "$tmp" && "${TAR[@]}" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz) | gzip -9n >"$out.tmp"
 mv "$out.tmp" "$out"
 echo "$out"

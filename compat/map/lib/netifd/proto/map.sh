@@ -1,6 +1,6 @@
 #!/bin/sh
-# Package mape-rs-map-compat: mape-rs answering as netifd protocol 'map' (replaces OpenWrt's
-# `map` package, which it conflicts with).
+# Package mape-rs-map: mape-rs answering as netifd protocol 'map' (replaces OpenWrt's `map`
+# package, which it conflicts with; see docs/packaging.md).
 #
 # Why: odhcp6c's dhcpv6.script creates a dynamic `proto map` interface (rule=$MAPE from DHCPv6
 # option 94) only when /lib/netifd/proto/map.sh exists. With this file, standards-based ISPs'

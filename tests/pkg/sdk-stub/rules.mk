@@ -1,0 +1,2 @@
+# Stand-in for an OpenWrt SDK's rules.mk (tests/pkg/sdk-stub/README): just the paths.
+INCLUDE_DIR:=$(TOPDIR)/include
