@@ -56,9 +56,10 @@ ARCHES=(
 # Size goal for the mipsel .ipk (bytes), printed with the size table.
 GOAL=${MAPE_IPK_GOAL:-204800}
 
-# Cargo features of the router build: the one place they are set (e.g. --no-default-features
-# --features ... to leave out what a router does not need).
-CARGO_FEATURE_ARGS=()
+# Cargo features of the router build: the one place they are set. Routers get no plain-Linux
+# front end (cargo feature `linux`, default for `cargo install`): `mape generate/up/down` and the
+# networkd/iptables renderers stay out of the binary. Keep in step with the feed Makefile.
+CARGO_FEATURE_ARGS=(--no-default-features)
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'dist.sh: %s\n' "$*" >&2; exit 1; }

@@ -56,7 +56,7 @@ pkg_meta() {
 		PKG_SECTION=net
 		PKG_TITLE="MAP-E (RFC 7597) protocol handler for netifd (proto mape)"
 		PKG_DESCRIPTION="proto mape for netifd: /lib/netifd/proto/mape.sh runs /usr/sbin/mape, which computes the
-MAP-E mapping (built-in rules for v6plus, OCN, BIGLOBE, NURO or an explicit rule), reports
+MAP-E mapping (built-in rules of the Japanese MAP-E ISPs, see mape rules --isps, or an explicit rule), reports
 the ip6tnl tunnel to netifd and SNATs over all port sets with nftables."
 		;;
 	mape-rs-map)
