@@ -10,7 +10,24 @@
 //! computed on demand (the rpcd plugin, the command).
 
 use std::collections::HashSet;
-use std::io::BufRead;
+use std::io::Read;
+
+/// Bytes read at a time from the conntrack table.
+const CHUNK: usize = 256 * 1024;
+
+/// Reads until `buf` is full or the input ends; the number of bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match r.read(&mut buf[at..]) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -67,26 +84,51 @@ impl UsageCheck {
         i < self.sets.len() && self.sets[i].contains(port)
     }
 
-    /// One pass over a conntrack table.
-    pub fn count(&self, table: impl BufRead) -> std::io::Result<Counts> {
+    /// One pass over a conntrack table. The text is read in large chunks and searched for
+    /// our address as a reply destination (`dst=<ours> `) with one substring search per chunk;
+    /// only the lines around a hit are parsed. Most lines are never looked at one by one.
+    pub fn count(&self, mut table: impl Read) -> std::io::Result<Counts> {
         let mut ports: HashSet<u16> = HashSet::new();
         let mut flows = 0;
-        for line in table.lines() {
-            let line = line?;
-            // Most lines are not ours: one substring test, no parsing.
-            if !line.contains(&self.needle) {
-                continue;
-            }
-            let Some(e) = conntrack::parse_line(&line) else {
-                continue;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 512);
+        let mut eof = false;
+        while !eof {
+            // Fill up to CHUNK bytes after what is left of the previous chunk.
+            let start = buf.len();
+            buf.resize(start + CHUNK, 0);
+            let n = read_full(&mut table, &mut buf[start..])?;
+            buf.truncate(start + n);
+            eof = n < CHUNK;
+            // Complete lines only; the rest waits for the next chunk.
+            let end = if eof {
+                buf.len()
+            } else {
+                match buf.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => continue, // a line longer than a chunk: keep reading
+                }
             };
-            if e.nat_addr != self.ipv4 || e.proto == Proto::Other {
-                continue;
+            // /proc/net/nf_conntrack is ASCII; anything else is skipped.
+            if let Ok(text) = std::str::from_utf8(&buf[..end]) {
+                for (at, _) in text.match_indices(self.needle.as_str()) {
+                    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+                    let Some(e) = conntrack::parse_line(&text[line_start..line_end]) else {
+                        continue;
+                    };
+                    // The original destination may be ours too (a LAN host talking to our
+                    // own address): count each flow once, by its reply destination.
+                    let in_reply = text[line_start..at].matches(" src=").count() >= 2;
+                    if !in_reply || e.nat_addr != self.ipv4 || e.proto == Proto::Other {
+                        continue;
+                    }
+                    flows += 1;
+                    if self.ours(e.nat_port) {
+                        ports.insert(e.nat_port);
+                    }
+                }
             }
-            flows += 1;
-            if self.ours(e.nat_port) {
-                ports.insert(e.nat_port);
-            }
+            buf.drain(..end);
         }
         Ok(Counts {
             ports_in_use: ports.len() as u32,
@@ -130,7 +172,7 @@ impl UsageCheck {
     /// One round on the running system.
     pub fn round(&mut self) -> Vec<String> {
         let counts = match std::fs::File::open(PROC_CONNTRACK) {
-            Ok(f) => self.count(std::io::BufReader::with_capacity(64 * 1024, f)),
+            Ok(f) => self.count(f),
             Err(e) => Err(e),
         };
         let stats = std::fs::read_to_string(PROC_STAT)
