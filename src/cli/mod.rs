@@ -6,6 +6,7 @@
 mod calc;
 mod linux;
 mod netifd;
+mod rpcd;
 mod status;
 
 use std::ffi::OsString;
@@ -43,6 +44,9 @@ enum Cmd {
     Down(linux::DownArgs),
     /// Show each MAP-E interface: mapping, tunnel, ports in use per set and host, SNAT failures.
     Status(status::StatusArgs),
+    /// The rpcd exec plugin (`/usr/libexec/rpcd/mape`): `list`, or `call status` with JSON
+    /// arguments on stdin.
+    Rpcd(rpcd::RpcdArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -53,7 +57,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     if matches!(
         cli.cmd,
-        Cmd::Calc(_) | Cmd::Rules(_) | Cmd::Generate(_) | Cmd::Status(_)
+        Cmd::Calc(_) | Cmd::Rules(_) | Cmd::Generate(_) | Cmd::Status(_) | Cmd::Rpcd(_)
     ) {
         quiet_on_closed_stdout();
     }
@@ -65,6 +69,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Cmd::Up(a) => linux::up(&a),
         Cmd::Down(a) => linux::down(&a),
         Cmd::Status(a) => status::run(&a),
+        Cmd::Rpcd(a) => rpcd::run(&a),
     };
     match result {
         Ok(code) => code,
