@@ -36,7 +36,7 @@ tests/e2e/run.sh
 echo "== plain Linux: mape up/down, iptables and networkd files through a real ip6tnl (VM)"
 tests/e2e/linux-run.sh
 
-echo "== LuCI protocol page in headless Chromium (tests/luci)"
+echo "== LuCI protocol page in headless Chromium: unit checks, then real LuCI + ubusd + rpcd + uci (tests/luci)"
 bash tests/luci/run.sh
 
 echo "== release builds and .ipk for six router architectures (scripts/dist.sh), checked under qemu"
