@@ -15,7 +15,9 @@
 #   CHROMIUM=/path/to/chromium    another browser binary
 #   MAPE_BIN=/path/to/mape        the binary for the rpcd plugin (default: cargo build, debug)
 #   MAPE_LUCI_LMO=a.lmo[:b.lmo]   our Japanese catalogue: then no string of the form may be
-#                                 untranslated (the Japanese page always loads luci-base's own)
+#                                 untranslated (the Japanese page always loads luci-base's own).
+#                                 Default: po/ja/*.po compiled with LuCI's po2lmo when they
+#                                 exist; MAPE_LUCI_LMO=none checks luci-base's catalogue only
 #   MAPE_LUCI_SHOTS=DIR           where the screenshots go (default /tmp/mape-luci-shots)
 #   LUCI_TEST_VERBOSE=1           every ubus call and console message
 set -euo pipefail
@@ -102,6 +104,18 @@ else
 		MAPE_BIN=$target/debug/mape
 	fi
 	[ -x "$MAPE_BIN" ] || fail "MAPE_BIN=$MAPE_BIN is not an executable"
+	if [ -z "${MAPE_LUCI_LMO:-}" ] && compgen -G "$ROOT/po/ja/*.po" >/dev/null; then
+		lmo_dir=$(mktemp -d)
+		trap 'rm -rf "$lmo_dir"' EXIT
+		for po in "$ROOT"/po/ja/*.po; do
+			lmo=$lmo_dir/$(basename "$po" .po).ja.lmo
+			"$USERLAND/bin/po2lmo" "$po" "$lmo" || fail "po2lmo $po failed"
+			MAPE_LUCI_LMO=${MAPE_LUCI_LMO:+$MAPE_LUCI_LMO:}$lmo
+		done
+		echo "   (our Japanese catalogue: po/ja/*.po through po2lmo)"
+	fi
+	[ "${MAPE_LUCI_LMO:-}" != none ] || MAPE_LUCI_LMO=
+	export MAPE_LUCI_LMO
 	part unshare --mount --net --pid --fork --mount-proc --propagation private \
 		env USERLAND="$USERLAND" MAPE_BIN="$MAPE_BIN" bash "$HERE/real/ns.sh"
 fi
