@@ -39,7 +39,7 @@ tests/e2e/linux-run.sh
 echo "== the README's runnable commands, as written (scripts/check-readme.sh)"
 scripts/check-readme.sh
 
-echo "== LuCI protocol page in headless Chromium (tests/luci)"
+echo "== LuCI protocol page in headless Chromium: unit checks, then real LuCI + ubusd + rpcd + uci (tests/luci)"
 bash tests/luci/run.sh
 
 echo "== release builds, .ipk/.apk packages and feeds for six router architectures (scripts/dist.sh), checked under qemu"

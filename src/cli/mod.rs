@@ -10,6 +10,7 @@ mod calc;
 #[cfg(feature = "linux")]
 mod linux;
 mod netifd;
+mod rpcd;
 mod status;
 
 /// A router build (without the `linux` feature) has no plain-Linux front end: its
@@ -105,6 +106,9 @@ enum Cmd {
     Down(linux::DownArgs),
     /// Show each MAP-E interface: mapping, tunnel, ports in use per set and host, SNAT failures.
     Status(status::StatusArgs),
+    /// The rpcd exec plugin (`/usr/libexec/rpcd/mape`): `list`, or `call status` with JSON
+    /// arguments on stdin.
+    Rpcd(rpcd::RpcdArgs),
 }
 
 /// The clap definition of the command line (for the man pages, tests/manpage.rs).
@@ -121,7 +125,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     if matches!(
         cli.cmd,
-        Cmd::Calc(_) | Cmd::Rules(_) | Cmd::Generate(_) | Cmd::Status(_)
+        Cmd::Calc(_) | Cmd::Rules(_) | Cmd::Generate(_) | Cmd::Status(_) | Cmd::Rpcd(_)
     ) {
         quiet_on_closed_stdout();
     }
@@ -133,6 +137,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Cmd::Up(a) => linux::up(&a),
         Cmd::Down(a) => linux::down(&a),
         Cmd::Status(a) => status::run(&a),
+        Cmd::Rpcd(a) => rpcd::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -21,6 +21,24 @@ pub struct StatusArgs {
 }
 
 pub fn run(a: &StatusArgs) -> Result<i32, Failure> {
+    let report = report(a.iface.as_deref(), a.top)?;
+    if a.json {
+        println!("{}", render::to_json(&report));
+    } else if report.interfaces.is_empty() {
+        println!(
+            "no MAP-E interface (looked in ubus, {}, nft tables)",
+            RealSource::state_dirs().join(", ")
+        );
+    } else {
+        print!("{}", render::to_text(&report));
+    }
+    Ok(0)
+}
+
+/// One status sample of every MAP-E interface, or of `iface` only (its netifd or `mape up`
+/// name, tunnel device or nft table). Shared by `mape status` and the rpcd plugin
+/// (`mape rpcd call status`).
+pub(super) fn report(iface: Option<&str>, top: usize) -> Result<status::Report, Failure> {
     // The conntrack table and nft need root; without it every count would be a wrong "0" or a
     // wrong "table missing". /proc/self belongs to the effective user.
     use std::os::unix::fs::MetadataExt as _;
@@ -32,8 +50,8 @@ pub fn run(a: &StatusArgs) -> Result<i32, Failure> {
     let mut src = RealSource::new(crate::render::nft::read_table);
     let dirs = RealSource::state_dirs();
     let mut targets = status::discover(&mut src, &dirs, true);
-    if let Some(want) = &a.iface {
-        targets.retain(|t| t.name == *want || t.ifname == *want || t.table == *want);
+    if let Some(want) = iface {
+        targets.retain(|t| t.name == want || t.ifname == want || t.table == want);
         if targets.is_empty() {
             return Err(runtime(format!(
                 "status {want:?}: no such MAP-E interface (looked in ubus, {}, nft tables)",
@@ -41,23 +59,9 @@ pub fn run(a: &StatusArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    let report = status::collect(
+    Ok(status::collect(
         &mut src,
         targets,
-        &Options {
-            top: a.top,
-            prev: None,
-        },
-    );
-    if a.json {
-        println!("{}", render::to_json(&report));
-    } else if report.interfaces.is_empty() {
-        println!(
-            "no MAP-E interface (looked in ubus, {}, nft tables)",
-            dirs.join(", ")
-        );
-    } else {
-        print!("{}", render::to_text(&report));
-    }
-    Ok(0)
+        &Options { top, prev: None },
+    ))
 }

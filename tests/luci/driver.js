@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /*
- * Drives tests/luci/index.html in headless Chromium (playwright-core, the
- * Debian chromium binary): serves files/www (the router's /www) and this
- * directory over HTTP on 127.0.0.1, lets the page load
- * /luci-static/resources/protocol/mape.js through the LuCI-style loader,
- * renders the interface form, types into it like a user and checks the
- * validation errors and the UCI values the form writes.
+ * Unit checks of mape.js (part 1 of tests/luci/run.sh; docs/luci.md): drives
+ * tests/luci/index.html in headless Chromium (playwright-core, the Debian
+ * chromium binary): serves files/www (the router's /www) and this directory
+ * over HTTP on 127.0.0.1, lets the page load
+ * /luci-static/resources/protocol/mape.js through the stand-in class loader
+ * (stubs/: not LuCI's code), renders the interface form, types into it like a
+ * user and checks the validation errors, the UCI values the form writes, the
+ * status rendering and the map -> mape take-over. What real LuCI, rpcd and uci
+ * do with it is part 2 (tests/luci/real).
  *
  * Prints "ok - …" / "not ok - …" per check and a final "N passed, M failed";
  * exits 1 when anything failed.
@@ -19,32 +22,13 @@ const os = require('os');
 const path = require('path');
 const http = require('http');
 const { chromium } = require('playwright-core');
+const { check, eq, finish } = require('./tap.js');
 
 const REPO = path.resolve(__dirname, '..', '..');
 const WWW = path.join(REPO, 'files', 'www');
 const HERE = __dirname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SID = 'wanmap';
-
-let passed = 0, failed = 0;
-const failures = [];
-
-function check(name, cond, detail) {
-	if (cond) {
-		passed++;
-		console.log(`ok - ${name}`);
-	}
-	else {
-		failed++;
-		failures.push(name);
-		console.log(`not ok - ${name}` + (detail !== undefined ? `\n    ${typeof detail == 'string' ? detail : JSON.stringify(detail)}` : ''));
-	}
-}
-
-function eq(name, actual, expected) {
-	const a = JSON.stringify(actual), e = JSON.stringify(expected);
-	check(name, a === e, `expected ${e}, got ${a}`);
-}
 
 /* ---- static server ---- */
 
@@ -72,6 +56,10 @@ function serve(req, res) {
 
 /* ---- page helpers ---- */
 
+/* The built-in ISPs (id, label) of data/mape-rules-jp.json: mape.js gets its ISP list from
+ * mape (rpcd `mape isps`), never from its own source. */
+const ISPS = JSON.parse(fs.readFileSync(path.join(REPO, 'data', 'mape-rules-jp.json'), 'utf8'))
+	.isps.map((i) => ({ id: i.id, label: i.label }));
 const widget = (name) => `[id="widget.cbid.network.${SID}.${name}"]`;
 
 async function main() {
@@ -105,6 +93,8 @@ async function main() {
 				console.log(`    [console.${m.type()}] ${m.text()}`);
 		});
 
+		// What `mape rpcd call isps` answers: the ISPs of the data file, in order.
+		await page.addInitScript((isps) => { window.__MAPE_ISPS = isps; }, ISPS);
 		await page.goto(`${base}/test/index.html`);
 
 		const loaded = await page.evaluate(() => window.harness.ready.then(() => null, () => window.harness.loadError));
@@ -148,8 +138,14 @@ async function runTests(page) {
 	eq('L3 device is map-<section>', [ info.ifname, info.device ], [ 'map-wanmap', 'map-wanmap' ]);
 	eq('map-<section> is registered as a virtual (tunnel) device', [ info.virtualPattern, info.deviceType ], [ true, 'tunnel' ]);
 	eq('containsDevice matches map-<section> only', [ info.containsOwn, info.containsOther ], [ true, false ]);
-	check('a name whose map-<name> exceeds 15 characters cannot be created', info.createShort === null && info.createEleven === null &&
-		typeof info.createLong == 'string' && info.createLong.includes('15'), info);
+	check('isCreateable: any name up to the handler\'s 32 characters, not 33', info.createShort === null && info.create32 === null &&
+		typeof info.create33 == 'string' && info.create33.includes('32'), info);
+
+	/* Device names of interfaces that are down, as src/render/netifd.rs ifname_for gives them
+	 * (values from the Rust function; the real-LuCI test compares against the binary). */
+	eq('tunnel names: map-<name> up to 15 bytes, else map-<first 6>_<FNV-1a low 16 bits, 4 hex digits>',
+		await page.evaluate((n) => window.harness.ifnames(n), [ 'wanmap', 'mape_11char', 'mape_12chars', 'wan_v6plus_backup', 'wanmap_v6plus_11' ]),
+		[ 'map-wanmap', 'map-mape_11char', 'map-mape_1_46d3', 'map-wan_v6_c715', 'map-wanmap_00fd' ]);
 
 	/* Every code the handler can report, read from its single list in src/render/netifd.rs,
 	 * must have a registered text: a code added there without a text here fails this check. */
@@ -173,7 +169,10 @@ async function runTests(page) {
 
 	let f = await fields();
 	eq('isp defaults to auto', f.isp.value, 'auto');
-	eq('isp choices', f.isp.choices, [ 'auto', 'v6plus', 'ocn', 'biglobe', 'nuro', 'none' ]);
+	eq('isp choices: auto, every ISP of the data file (from mape through rpcd), none', f.isp.choices,
+		[ 'auto' ].concat(ISPS.map((i) => i.id), [ 'none' ]));
+	eq('… labelled as the ISPs write them', await page.locator(`${widget('isp')} option`).allTextContents(),
+		[ 'Automatic (by IPv6 prefix)' ].concat(ISPS.map((i) => i.label), [ 'None: explicit rule' ]));
 	eq('isp "none" is labelled "None: explicit rule"', await page.locator(`${widget('isp')} option[value="none"]`).textContent(), 'None: explicit rule');
 	eq('explicit rule fields are hidden when isp=auto', explicit.filter((n) => f[n].visible), []);
 	check('tunlink lists the other interfaces but not the MAP-E one', f.tunlink.choices.includes('wan6') && f.tunlink.choices.includes('wan') &&
@@ -327,6 +326,34 @@ async function runTests(page) {
 	r = await save();
 	eq('saving with isp auto removes the explicit rule options', r.values, { proto: 'mape', isp: 'auto', tunlink: 'wan6' });
 
+	/* ---- map -> mape: LuCI's switch deleted the map options; they are taken over ---- */
+
+	const mapCfg = { '.type': 'interface', '.name': SID, proto: 'map', maptype: 'map-e', peeraddr: '2404:9200:225:100::64',
+		ipaddr: '106.72.0.0', ip4prefixlen: '15', ip6prefix: '240b:10::', ip6prefixlen: '31', ealen: '25', psidlen: '8',
+		offset: '4', legacymap: '1', tunlink: 'wan6', mtu: '1400', ttl: '64', defaultroute: '0' };
+	await render({ committed: mapCfg });
+	f = await fields();
+	eq('after a switch from map (MAP-E) the form shows the rule with isp none, tunlink, mtu, ttl and the flags',
+		[ 'isp', 'peeraddr', 'ip4prefixlen', 'ealen', 'legacymap', 'tunlink', 'mtu', 'ttl', 'defaultroute' ].map((n) => f[n].value),
+		[ 'none', '2404:9200:225:100::64', '15', '25', '1', 'wan6', '1400', '64', '0' ]);
+	check('the status box says what was taken over', /Taken over from the former "map" configuration.*peeraddr/.test(
+		await page.locator('[data-mape-taken]').textContent()));
+	r = await save();
+	eq('… and Save writes them', r.values, { proto: 'mape', isp: 'none', tunlink: 'wan6', peeraddr: '2404:9200:225:100::64',
+		ipaddr: '106.72.0.0', ip4prefixlen: '15', ip6prefix: '240b:10::', ip6prefixlen: '31', ealen: '25', psidlen: '8',
+		offset: '4', legacymap: '1', mtu: '1400', ttl: '64', defaultroute: '0' });
+	await render({ committed: Object.assign({}, mapCfg, { maptype: 'map-t' }) });
+	f = await fields();
+	eq('from a MAP-T map interface only tunlink, mtu, ttl and defaultroute are taken over (isp stays auto)',
+		[ f.isp.value, f.peeraddr.visible, f.tunlink.value, f.mtu.value, f.defaultroute.value, f.legacymap.value ],
+		[ 'auto', false, 'wan6', '1400', '0', '0' ]);
+	await render({ committed: { '.type': 'interface', proto: 'mape', isp: 'v6plus', mtu: '1400' } });
+	f = await fields();
+	eq('an interface committed as mape takes nothing over (the staged values are the user\'s)', [ f.isp.value, f.mtu.value ], [ 'auto', '' ]);
+	eq('the dialog asked the rpcd plugin for the status, the committed section of this interface and the ISPs',
+		(await page.evaluate(() => window.harness.rpcCalls)).map(JSON.stringify).sort(),
+		[ [ 'mape.status', {} ], [ 'mape.config', { interface: SID } ], [ 'mape.isps', {} ] ].map(JSON.stringify).sort());
+
 	/* ---- status ---- */
 
 	const portSets = [];
@@ -350,7 +377,7 @@ async function runTests(page) {
 	eq('status: CE', st.fields.ce, '240b:10:3f6c:d400:6a:483f:6c00:d400');
 	eq('status: BR', st.fields.br, '2404:9200:225:100::64');
 	eq('status: ISP, prefix, rule, IID', [ st.fields.isp, st.fields.prefix, st.fields.rule, st.fields.iid ],
-		[ 'v6plus', '240b:10:3f6c:d400::/56', '240b:10::/31 → 106.72.0.0/15, EA-bits 25', 'draft-03 (legacy)' ]);
+		[ ISPS.find((i) => i.id == 'v6plus').label, '240b:10:3f6c:d400::/56', '240b:10::/31 → 106.72.0.0/15, EA-bits 25', 'draft-03 (legacy)' ]);
 	check('status: warnings are shown as text, not HTML', st.fields.warning === 'rule <b>240b:10::/31</b> is unverified' && !/<b>/.test(st.html), st.html);
 
 	st = await page.evaluate((m) => window.harness.statusFor(m), Object.assign({}, sample, {
@@ -360,15 +387,21 @@ async function runTests(page) {
 	eq('status without port sharing: prefix IPv4, all ports, explicit rule', [ st.fields.isp, st.fields.ipv4, st.fields.psid, st.fields.ports, st.fields.iid ],
 		[ 'explicit rule', '192.0.2.0/24', undefined, 'all ports (no sharing)', 'RFC 7597' ]);
 
-	/* data.mape_status, as the watch task pushes it (schema in the README). */
-	const usage = { version: 1, interface: 'wanmap', level: 'warning', port_count: 240,
+	/* The live status: the interface's object of `mape status --json`, from the rpcd plugin. */
+	const entry = { interface: 'wanmap', level: 'warning', port_count: 240,
 		ports: { in_use: 200, usage_percent: 83, connections: 215, hosts: 3 },
 		warnings: [ { code: 'PORTS_HIGH', message: '200 of 240 ports in use (83%): new flows will start to fail' } ] };
-	st = await page.evaluate(([m, u]) => window.harness.statusFor(m, u), [ sample, usage ]);
-	eq('status: ports in use from data.mape_status', st.fields.usage, '200 of 240 (83%), 215 flows from 3 hosts');
-	eq('status: port-usage warnings with their code', st.fields['usage-warning'], 'PORTS_HIGH: 200 of 240 ports in use (83%): new flows will start to fail');
+	st = await page.evaluate(([m, e]) => window.harness.statusFor(m, { entry: e }), [ sample, entry ]);
+	eq('status: ports in use from the live status', st.fields.usage, '200 of 240 (83%), 215 flows from 3 hosts');
+	eq('status: live state and warnings with their code, in the user\'s words', [ st.fields.level, st.fields['live-warning'] ],
+		[ 'working, with warnings', 'PORTS_HIGH: 80% or more of the ports are in use: new connections will start to fail' ]);
 	st = await page.evaluate((m) => window.harness.statusFor(m), sample);
-	check('status without data.mape_status has no usage row', st.fields.usage === undefined, st.fields);
+	check('status without a live status has no usage row', st.fields.usage === undefined && st.fields.level === undefined, st.fields);
+	st = await page.evaluate((m) => window.harness.statusFor(m, { error: 'status: needs root' }), sample);
+	eq('status: a live-status error is shown as such, the mapping stays', [ st.fields['live-error'], st.fields.ipv4 ], [ 'status: needs root', '106.72.63.108' ]);
+	st = await page.evaluate(() => window.harness.statusFor(null, { entry: { interface: 'wanmap', level: 'down', warnings: [ { code: 'NO_PREFIX', message: 'wan6 has no IPv6 prefix' } ] } }));
+	check('status of an interface that is down: "not up" and the live warnings', /not up/.test(st.text) &&
+		st.fields['live-warning'] == 'NO_PREFIX: wan6 has no IPv6 prefix' && st.fields.level == 'not working', st);
 
 	st = await page.evaluate(() => window.harness.statusFor(null));
 	check('status of an interface that is down says so', /not up/.test(st.text), st.text);
@@ -385,9 +418,4 @@ async function runTests(page) {
 	eq('the status box writes nothing', r.values, { proto: 'mape', isp: 'auto', tunlink: 'wan6' });
 }
 
-main().catch((e) => {
-	check('test driver ran to the end', false, String(e && e.stack || e));
-}).finally(() => {
-	console.log(`${passed} passed, ${failed} failed`);
-	process.exit(failed ? 1 : 0);
-});
+finish(main());

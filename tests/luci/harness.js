@@ -44,9 +44,27 @@ function snapshot(sid) {
 	return rv;
 }
 
-/* opts: { sid, uci: { option: value }, dump: [ interface dump entries ] } */
+/* opts: { sid, uci: { option: value }, dump: [ interface dump entries ],
+ *         live: reply of `mape status` (default: no interfaces),
+ *         committed: the section `mape config` answers (default: none) } */
 H.render = function(opts) {
 	opts = opts || {};
+
+	H.rpcCalls = [];
+	L.stubRpc['mape.status'] = function(params) {
+		H.rpcCalls.push([ 'mape.status', params ]);
+		if (opts.live instanceof Error)
+			throw opts.live;
+		return opts.live || { version: 1, interfaces: [] };
+	};
+	L.stubRpc['mape.isps'] = function() {
+		H.rpcCalls.push([ 'mape.isps', {} ]);
+		return { isps: window.__MAPE_ISPS || [] };
+	};
+	L.stubRpc['mape.config'] = function(params) {
+		H.rpcCalls.push([ 'mape.config', params ]);
+		return opts.committed ? { values: opts.committed } : { error: 'config: no such interface' };
+	};
 
 	var sid = opts.sid || 'wanmap',
 	    sections = {
@@ -129,7 +147,8 @@ H.save = function() {
 H.protocolInfo = function() {
 	var p = network.getProtocol('mape', 'wanmap');
 
-	return Promise.all([ p.isCreateable('wanmap'), p.isCreateable('wanmap123456'), p.isCreateable('wanmap12345') ])
+	return Promise.all([ p.isCreateable('wanmap'), p.isCreateable('wanmap_abcdefghijklmnopqrstuvwxy'),
+		p.isCreateable('wanmap_abcdefghijklmnopqrstuvwxyz') ])
 		.then(function(c) {
 			return {
 				i18n: p.getI18n(),
@@ -145,8 +164,8 @@ H.protocolInfo = function() {
 				devices: p.getDevices(),
 				virtualPattern: network.isVirtualIfname('map-wanmap'),
 				createShort: c[0],
-				createLong: c[1],
-				createEleven: c[2]
+				create32: c[1],
+				create33: c[2]
 			};
 		});
 };
@@ -161,10 +180,17 @@ H.errorTexts = function(codes) {
 	return network.getProtocol('mape', 'wanmap').getErrors();
 };
 
-/* The status table mape.js renders for a data.mape object: field -> text. */
-H.statusFor = function(mape, usage) {
+/* The device names mape.js gives interfaces that are down (no l3_device). */
+H.ifnames = function(names) {
+	network.setInterfaceDump([]);
+	return names.map(function(n) { return network.getProtocol('mape', n).getIfname() });
+};
+
+/* The status table mape.js renders for a data.mape object and a live status
+ * ({ entry } or { error }): field -> text. */
+H.statusFor = function(mape, live) {
 	var p = network.getProtocol('mape', 'wanmap'),
-	    node = p.renderMapeStatus(mape, usage),
+	    node = p.renderMapeStatus(mape, live),
 	    rv = { html: node.outerHTML, text: node.textContent, fields: {} };
 
 	Array.prototype.forEach.call(node.querySelectorAll('[data-mape-field]'), function(td) {

@@ -20,7 +20,11 @@
  *    removed, empty values removed, Flag equal to its default removed);
  *  - network: registerProtocol / registerPatternVirtual / registerErrorCode
  *    with LuCI's semantics (the first text registered for a code stays) and a
- *    Protocol base class reading a settable `network.interface dump`.
+ *    Protocol base class reading a settable `network.interface dump`;
+ *  - rpc.declare(): answers from L.stubRpc['<object>.<method>'](params) (a
+ *    function returning the reply, or throwing like a JSON-RPC error), with
+ *    LuCI's `expect` handling; unknown objects fail like uhttpd's -32000;
+ *  - poll: add()/remove() keep a queue (poll.queue) that nothing runs.
  *
  * Nothing here is LuCI's code; only what mape.js touches is covered.
  */
@@ -2211,6 +2215,62 @@ var network = Class.singleton({
 
 network.setInterfaceDump([]);
 L.define('network', network);
+
+/* ---- rpc: declare() answered by L.stubRpc ---- */
+
+L.stubRpc = {};
+
+L.define('rpc', Class.singleton({
+	__name__: 'LuCI.rpc',
+
+	declare: function(options) {
+		return function() {
+			var params = {}, args = arguments;
+
+			(options.params || []).forEach(function(p, i) { params[p] = args[i] });
+
+			return new Promise(function(resolve) {
+				var fn = L.stubRpc[options.object + '.' + options.method];
+
+				if (typeof(fn) != 'function')
+					throw new Error('RPCError: RPC call to %s/%s failed with error -32000: Object not found'
+						.format(options.object, options.method));
+
+				var ret = fn(params);
+
+				for (var key in (options.expect || {})) {
+					if (ret != null && key != '')
+						ret = ret[key];
+
+					var want = options.expect[key];
+					if (ret == null || Object.prototype.toString.call(ret) != Object.prototype.toString.call(want))
+						ret = want;
+					break;
+				}
+
+				resolve(ret);
+			});
+		};
+	}
+}));
+
+/* ---- poll: a queue nothing runs ---- */
+
+L.define('poll', Class.singleton({
+	__name__: 'LuCI.poll',
+	queue: [],
+	add: function(fn, interval) {
+		if (this.queue.some(function(e) { return e.fn === fn }))
+			return false;
+		this.queue.push({ fn: fn, i: interval });
+		return true;
+	},
+	remove: function(fn) {
+		var n = this.queue.length;
+		this.queue = this.queue.filter(function(e) { return e.fn !== fn });
+		return this.queue.length != n;
+	}
+}));
 
 /* ---- tools.widgets: NetworkSelect ---- */
 

@@ -1,6 +1,9 @@
 'use strict';
 'require form';
 'require network';
+'require poll';
+'require rpc';
+'require uci';
 'require validation';
 'require tools.widgets as widgets';
 
@@ -19,12 +22,14 @@
  * (view/network/interfaces.js, render_status) has no per-protocol hook; it
  * prints getI18n(), the interface's IPv4/IPv6 addresses from ubus (so the
  * MAP-E IPv4 address appears there) and getErrors() (the texts registered
- * below). The MAP-E details (PSID, port sets, CE, BR) are therefore shown in
- * the interface's edit dialog: renderFormOptions() adds a read-only
- * DummyValue to the "General Settings" tab, next to LuCI's own status box,
- * rendered from the interface's ubus status `data.mape` (read with
- * this._ubus('data'), the same accessor LuCI's protocol files use for
- * l3_device).
+ * below). The MAP-E details are therefore shown in the interface's edit
+ * dialog: renderFormOptions() adds a read-only DummyValue to the "General
+ * Settings" tab. The mapping (IPv4, PSID, port sets, CE, BR) is the
+ * interface's ubus status `data.mape`, which the handler sets once at setup;
+ * the live part (ports in use, warnings) is asked from the rpcd plugin
+ * (`ubus call mape status`, /usr/libexec/rpcd/mape, allowed by the ACL
+ * luci-proto-mape) when the dialog opens and every 10 s while it is open.
+ * See docs/luci.md.
  */
 
 network.registerPatternVirtual(/^map-.+$/);
@@ -38,13 +43,76 @@ network.registerErrorCode('UNSUPPORTED_TYPE', _('Unsupported MAP type (mape-rs h
 network.registerErrorCode('NO_MATCHING_RULE', _('The IPv6 prefix belongs to no supported ISP; choose ISP "None: explicit rule" and enter the rule'));
 network.registerErrorCode('NO_PREFIX', _('The tunnel link has no IPv6 prefix yet'));
 network.registerErrorCode('INVALID_OPTION', _('An option of this interface has an invalid value'));
-network.registerErrorCode('NFT_FAILED', _('Applying the nftables rules failed'));
-network.registerErrorCode('ADDR_FAILED', _('Adding the CE IPv6 address to the tunnel link failed'));
+network.registerErrorCode('NFT_FAILED', _('Applying the nftables rules failed; retrying'));
+network.registerErrorCode('ADDR_FAILED', _('Adding the CE IPv6 address to the tunnel link failed; retrying'));
+network.registerErrorCode('UPDATE_FAILED', _('netifd did not accept the tunnel update; retrying'));
 
 /* Linux limits device names to 15 characters (IFNAMSIZ - 1). */
 var IFNAME_MAX = 15;
 
+/* The handler accepts interface names of at most this many characters
+ * (src/provision/netifd.rs, check_name). */
+var NAME_MAX = 32;
+
+/* Seconds between two looks at the live status while the dialog is open. */
+var STATUS_INTERVAL = 10;
+
+/* The status of every MAP-E interface: asked without a name, because for an
+ * interface that is not known yet (configured, not applied) `mape status`
+ * answers "no such interface", which here is no error. */
+var callMapeStatus = rpc.declare({
+	object: 'mape',
+	method: 'status'
+});
+
+/* The interface's section as committed in /etc/config/network, without the
+ * changes this session has staged (rpcd's `uci get` always applies them). */
+var callMapeConfig = rpc.declare({
+	object: 'mape',
+	method: 'config',
+	params: [ 'interface' ],
+	expect: { values: {} }
+});
+
+/* The built-in ISPs (id, label as the ISP writes it) from mape's compiled table: the list
+ * is never written here, so a new ISP in data/mape-rules-jp.json appears by itself. */
+var callMapeIsps = rpc.declare({
+	object: 'mape',
+	method: 'isps',
+	expect: { isps: [] }
+});
+
+/* The usage level `mape status` warns at (src/status, WARN_PERCENT). */
+var WARN_PERCENT = 80;
+
+/* Labels of the built-in ISPs by id, filled when the form loads the ISP list. */
+var ispLabels = {};
+
+/* The warnings `mape status` gives, in the user's language (the message that comes with each
+ * is English and holds the numbers, which the rows above show too). Codes without a text here
+ * (netifd's error codes such as NO_PREFIX) show their message. */
+function warningText(code) {
+	switch (code) {
+	case 'INTERFACE_DOWN': return _('The interface is down');
+	case 'TUNNEL_DOWN': return _('The tunnel device is missing or down');
+	case 'TABLE_MISSING': return _('The nftables table of the port-set SNAT is missing (restart the interface)');
+	case 'NO_MAPPING': return _('The mapping is unknown');
+	case 'PORTS_HIGH': return _('%d%% or more of the ports are in use: new connections will start to fail').format(WARN_PERCENT);
+	case 'DESTINATION_HIGH': return _('One destination uses %d%% or more of the ports it can have: more connections to it will fail').format(WARN_PERCENT);
+	case 'STRAY_PORTS': return _('Some connections leave with a port outside the port sets (the BR drops them)');
+	case 'CONNTRACK_HIGH': return _('The connection tracking table is %d%% full or more').format(WARN_PERCENT);
+	case 'CONNTRACK_UNREADABLE': return _('The ports in use could not be counted (connection tracking unreadable)');
+	case 'SNAT_FAILING': return _('New connections failed recently: no free port for their destination');
+	}
+	return null;
+}
+
 var EXPLICIT_FIELDS = [ 'ip6prefix', 'ip6prefixlen', 'ipaddr', 'ealen', 'psidlen', 'psid' ];
+
+/* The options of OpenWrt's `map` page that describe the rule: kept on a
+ * switch to mape only when its maptype was MAP-E. */
+var MAP_RULE_FIELDS = [ 'peeraddr', 'ipaddr', 'ip4prefixlen', 'ip6prefix', 'ip6prefixlen',
+                        'ealen', 'psidlen', 'offset', 'legacymap' ];
 var RULE_KEYS = [ 'fmr', 'type', 'ipv6prefix', 'ipv4prefix', 'prefix6len', 'prefix4len',
                   'ealen', 'offset', 'psidlen', 'psid', 'br' ];
 
@@ -271,6 +339,26 @@ function firstError(/* results... */) {
 	return true;
 }
 
+/* The tunnel device the handler creates for an interface, as
+ * src/render/netifd.rs (ifname_for) names it: `map-<iface>` when that fits
+ * 15 bytes, else `map-<first 6 characters>_<4 hex digits>`, the hex digits
+ * being the low 16 bits of the 32-bit FNV-1a hash of the whole name's bytes.
+ * tests/luci checks both against each other for names of 10, 11, 12 and 32
+ * characters. */
+function ifnameFor(iface) {
+	var full = 'map-' + iface,
+	    bytes = unescape(encodeURIComponent(iface)),
+	    h = 0x811c9dc5;
+
+	if (unescape(encodeURIComponent(full)).length <= IFNAME_MAX)
+		return full;
+
+	for (var i = 0; i < bytes.length; i++)
+		h = Math.imul(h ^ bytes.charCodeAt(i), 0x01000193) >>> 0;
+
+	return 'map-%s_%s'.format(Array.from(iface).slice(0, 6).join(''), ('000' + (h & 0xffff).toString(16)).slice(-4));
+}
+
 /* --- status ------------------------------------------------------------- */
 
 function portSetText(set) {
@@ -302,16 +390,50 @@ function compactPorts(mape) {
 		: _('(%d ports in %d sets)').format(count, sets.length));
 }
 
-/* Renders the `data.mape` object of the interface's ubus status as a
- * two-column table; every value row carries data-mape-field=<key>. `usage` is
- * `data.mape_status` (the watch task's port usage, refreshed at most every few
- * minutes; see the README's `mape status` schema), shown when present. */
-function renderMapeStatus(mape, usage) {
-	if (mape == null || typeof(mape) != 'object')
-		return E('em', {}, [ _('No MAP-E status yet: the interface is not up.') ]);
+/* Why the live status could not be read, for people. */
+function liveStatusError(err) {
+	var msg = String((err && err.message) || err);
 
+	if (/error -32002\b/.test(msg))
+		return _('Access to the live status was denied: this login lacks the ACL group luci-proto-mape (/usr/share/rpcd/acl.d/luci-proto-mape.json)');
+
+	if (/error -32000\b/.test(msg))
+		return _('The live status service is not available: rpcd has not loaded /usr/libexec/rpcd/mape (restart rpcd)');
+
+	return msg;
+}
+
+/* Asks the rpcd plugin for the live status of one interface. Resolves to
+ * { entry: <the interface's object of `mape status --json`> | null } or
+ * { error: <text> }; never rejects. */
+function loadLiveStatus(iface) {
+	return callMapeStatus().then(function(reply) {
+		if (reply == null || typeof(reply) != 'object')
+			return { error: _('The live status service gave no answer') };
+
+		if (typeof(reply.error) == 'string')
+			return { error: reply.error };
+
+		var list = Array.isArray(reply.interfaces) ? reply.interfaces : [];
+
+		for (var i = 0; i < list.length; i++)
+			if (list[i] && list[i].interface == iface)
+				return { entry: list[i] };
+
+		return { entry: null };
+	}, function(err) {
+		return { error: liveStatusError(err) };
+	});
+}
+
+/* Renders the `data.mape` object of the interface's ubus status as a
+ * two-column table; every value row carries data-mape-field=<key>. `live` is
+ * what loadLiveStatus() resolved to (ports in use, level and warnings of
+ * `mape status`, schema in docs/), shown when present. */
+function renderMapeStatus(mape, live) {
 	var rows = [],
-	    rule = (mape.rule && typeof(mape.rule) == 'object') ? mape.rule : null;
+	    rule = (mape && mape.rule && typeof(mape.rule) == 'object') ? mape.rule : null,
+	    entry = (live && live.entry && typeof(live.entry) == 'object') ? live.entry : null;
 
 	function row(key, label, value) {
 		if (value == null || value === '')
@@ -323,46 +445,136 @@ function renderMapeStatus(mape, usage) {
 		]));
 	}
 
-	row('isp', _('ISP'), mape.isp ? mape.isp : _('explicit rule'));
-	row('ipv4', _('IPv4 address'),
-		(mape.ipv4 && mape.ipv4_prefix_len != null && mape.ipv4_prefix_len != 32)
-			? '%s/%d'.format(mape.ipv4, mape.ipv4_prefix_len) : mape.ipv4);
+	if (mape != null && typeof(mape) == 'object') {
+		row('isp', _('ISP'), mape.isp ? (ispLabels[mape.isp] || mape.isp) : _('explicit rule'));
+		row('ipv4', _('IPv4 address'),
+			(mape.ipv4 && mape.ipv4_prefix_len != null && mape.ipv4_prefix_len != 32)
+				? '%s/%d'.format(mape.ipv4, mape.ipv4_prefix_len) : mape.ipv4);
 
-	if (mape.psid != null)
-		row('psid', _('PSID'), rule && rule.psid_len != null
-			? _('%d (0x%x; PSID length %d, offset %d)').format(mape.psid, mape.psid, rule.psid_len, rule.psid_offset)
-			: String(mape.psid));
+		if (mape.psid != null)
+			row('psid', _('PSID'), rule && rule.psid_len != null
+				? _('%d (0x%x; PSID length %d, offset %d)').format(mape.psid, mape.psid, rule.psid_len, rule.psid_offset)
+				: String(mape.psid));
 
-	row('ports', _('Ports'), compactPorts(mape));
-	row('ce', _('CE IPv6 address'), mape.ce);
-	row('br', _('BR address'), mape.br);
-	row('prefix', _('Delegated prefix'), mape.prefix);
+		row('ports', _('Ports'), compactPorts(mape));
+		row('ce', _('CE IPv6 address'), mape.ce);
+		row('br', _('BR address'), mape.br);
+		row('prefix', _('Delegated prefix'), mape.prefix);
 
-	if (rule)
-		row('rule', _('Rule'), _('%s → %s, EA-bits %d').format(rule.ipv6_prefix, rule.ipv4_prefix, rule.ea_len));
+		if (rule)
+			row('rule', _('Rule'), _('%s → %s, EA-bits %d').format(rule.ipv6_prefix, rule.ipv4_prefix, rule.ea_len));
 
-	row('iid', _('Interface ID'),
-		(mape.iid_format == 'draft03') ? _('draft-03 (legacy)')
-		: (mape.iid_format == 'rfc7597') ? 'RFC 7597' : mape.iid_format);
+		row('iid', _('Interface ID'),
+			(mape.iid_format == 'draft03') ? _('draft-03 (legacy)')
+			: (mape.iid_format == 'rfc7597') ? 'RFC 7597' : mape.iid_format);
 
-	if (Array.isArray(mape.warnings))
-		for (var i = 0; i < mape.warnings.length; i++)
-			row('warning', _('Warning'), mape.warnings[i]);
-
-	var ports = (usage && typeof(usage) == 'object' && usage.ports && typeof(usage.ports) == 'object') ? usage.ports : null;
-	if (ports && typeof(ports.in_use) == 'number') {
-		var total = (typeof(usage.port_count) == 'number') ? usage.port_count : mape.port_count;
-		row('usage', _('Ports in use'),
-			_('%d of %d (%d%%), %d flows from %d hosts').format(ports.in_use, total,
-				(typeof(ports.usage_percent) == 'number') ? ports.usage_percent : 0,
-				ports.connections || 0, ports.hosts || 0));
+		if (Array.isArray(mape.warnings))
+			for (var i = 0; i < mape.warnings.length; i++)
+				row('warning', _('Warning'), mape.warnings[i]);
 	}
-	if (usage && Array.isArray(usage.warnings))
-		for (var j = 0; j < usage.warnings.length; j++)
-			if (usage.warnings[j] && usage.warnings[j].code)
-				row('usage-warning', _('Warning'), '%s: %s'.format(usage.warnings[j].code, usage.warnings[j].message || ''));
+
+	if (entry) {
+		var levels = { ok: _('working'), warning: _('working, with warnings'), down: _('not working') };
+		row('level', _('State'), levels[entry.level] || entry.level);
+
+		var ports = (entry.ports && typeof(entry.ports) == 'object') ? entry.ports : null;
+		if (ports && typeof(ports.in_use) == 'number') {
+			var total = (typeof(entry.port_count) == 'number') ? entry.port_count : (mape ? mape.port_count : null);
+			row('usage', _('Ports in use'),
+				_('%d of %d (%d%%), %d flows from %d hosts').format(ports.in_use, total,
+					(typeof(ports.usage_percent) == 'number') ? ports.usage_percent : 0,
+					ports.connections || 0, ports.hosts || 0));
+		}
+
+		if (Array.isArray(entry.warnings))
+			for (var j = 0; j < entry.warnings.length; j++)
+				if (entry.warnings[j] && entry.warnings[j].code)
+					row('live-warning', _('Warning'), '%s: %s'.format(entry.warnings[j].code,
+						warningText(entry.warnings[j].code) || entry.warnings[j].message || ''));
+	}
+
+	if (live && live.error)
+		row('live-error', _('Live status'), live.error);
+
+	if (rows.length == 0 || mape == null || typeof(mape) != 'object')
+		rows.unshift(E('tr', { 'class': 'tr' }, [
+			E('td', { 'class': 'td left', 'colspan': 2 }, [
+				E('em', {}, [ _('No MAP-E status yet: the interface is not up.') ]) ])
+		]));
 
 	return E('table', { 'class': 'table mape-status' }, rows);
+}
+
+/* The dialog's status box: the mapping from `data.mape`, the live part from
+ * the rpcd plugin, refreshed every STATUS_INTERVAL seconds while the box is
+ * in the document. */
+function statusBox(proto, iface, live) {
+	var box = E('div', { 'class': 'mape-status-box', 'data-mape-live': live ? (live.error ? 'error' : 'ok') : 'none' },
+		[ renderMapeStatus(proto.getMapeStatus(), live) ]);
+
+	var refresh = function() {
+		if (!box.isConnected) {
+			poll.remove(refresh);
+			return Promise.resolve();
+		}
+
+		return loadLiveStatus(iface).then(function(l) {
+			box.setAttribute('data-mape-live', l.error ? 'error' : 'ok');
+			box.replaceChild(renderMapeStatus(proto.getMapeStatus(), l), box.firstChild);
+		});
+	};
+
+	poll.add(refresh, STATUS_INTERVAL);
+
+	return box;
+}
+
+/* After LuCI switched an interface from OpenWrt's `map` to `mape`, LuCI has
+ * deleted every option the `map` page (and its common options) showed. The
+ * committed configuration still has them: take over, as defaults of this
+ * form, every option this form has a field for. The rule fields only when
+ * the map type was MAP-E. Returns the names taken over. */
+function takeOverMapOptions(s, section_id, committed) {
+	if (committed == null || typeof(committed) != 'object' || committed.proto != 'map' ||
+	    uci.get('network', section_id, 'proto') != 'mape')
+		return [];
+
+	var mapE = (committed.maptype == null || committed.maptype == 'map-e'),
+	    taken = [];
+
+	s.children.forEach(function(o) {
+		var name = o.ucioption || o.option,
+		    value = committed[name];
+
+		if (name.charAt(0) == '_' || name == 'proto' || name == 'device' || name == 'isp' ||
+		    (o.uciconfig && o.uciconfig != 'network') || (o.ucisection && o.ucisection != section_id) ||
+		    value == null || uci.get('network', section_id, name) != null ||
+		    (!mapE && MAP_RULE_FIELDS.indexOf(name) > -1))
+			return;
+
+		if (o instanceof form.Flag) {
+			/* A Flag equal to its default is removed on save: show the
+			 * committed state as the current one instead. */
+			var cfgvalue = o.cfgvalue;
+			o.cfgvalue = function(sid) {
+				var v = cfgvalue.apply(this, arguments);
+				return (arguments.length == 1 && sid == section_id && v == null) ? value : v;
+			};
+		}
+		else {
+			o.default = value;
+		}
+
+		taken.push(name);
+	});
+
+	if (taken.some(function(n) { return MAP_RULE_FIELDS.indexOf(n) > -1 })) {
+		var isp = s.getOption('isp');
+		if (isp && uci.get('network', section_id, 'isp') == null)
+			isp.default = 'none';
+	}
+
+	return taken;
 }
 
 /* --- the protocol ------------------------------------------------------- */
@@ -372,8 +584,10 @@ return network.registerProtocol('mape', {
 		return _('MAP-E (mape-rs)');
 	},
 
+	/* The tunnel device: netifd's l3_device while up, else the name the
+	 * handler will give it (LuCI's base class would say "mape-<section>"). */
 	getIfname: function() {
-		return this._ubus('l3_device') || 'map-%s'.format(this.sid);
+		return this._ubus('l3_device') || ifnameFor(this.sid);
 	},
 
 	/* LuCI >= 24.10 asks getPackageName(), older releases getOpkgPackage(). */
@@ -397,8 +611,6 @@ return network.registerProtocol('mape', {
 		return null;
 	},
 
-	/* The base class would call the device "<proto>-<section>", i.e.
-	 * "mape-…"; the handler names it "map-<section>". */
 	getDevice: function() {
 		return network.instantiateDevice(this.getIfname(), this);
 	},
@@ -407,12 +619,13 @@ return network.registerProtocol('mape', {
 		return (network.getIfnameOf(ifname) == this.getIfname());
 	},
 
-	/* Called by the "Add new interface" dialog: "map-<name>" must fit a
-	 * Linux device name. */
+	/* Called by the "Add new interface" dialog after LuCI's own name check
+	 * (which allows "mape-<name>" up to 15 characters, i.e. names of at most
+	 * 10): any name the handler accepts works, long ones get a shortened
+	 * tunnel device name (ifnameFor). */
 	isCreateable: function(ifname) {
-		if (ifname != null && ('map-' + ifname).length > IFNAME_MAX)
-			return Promise.resolve(_('the tunnel device "map-%s" would exceed %d characters; use a name of at most %d characters')
-				.format(ifname, IFNAME_MAX, IFNAME_MAX - 4));
+		if (ifname != null && String(ifname).length > NAME_MAX)
+			return Promise.resolve(_('the handler accepts interface names of at most %d characters').format(NAME_MAX));
 
 		return Promise.resolve(null);
 	},
@@ -432,37 +645,70 @@ return network.registerProtocol('mape', {
 			? data[key] : null;
 	},
 
-	/* `data.mape`: the mapping the handler reported. */
+	/* `data.mape`: the mapping the handler reported at setup. */
 	getMapeStatus: function() {
 		return this.getUbusDataObject('mape');
 	},
 
-	/* `data.mape_status`: the watch task's port usage. */
-	getMapeUsage: function() {
-		return this.getUbusDataObject('mape_status');
-	},
-
 	renderMapeStatus: renderMapeStatus,
+
+	loadLiveStatus: function() {
+		return loadLiveStatus(this.sid);
+	},
 
 	renderFormOptions: function(s) {
 		var proto = this, o;
 
+		/* The status box. Its load() also takes over the settings of a
+		 * `map` interface just switched to mape (see takeOverMapOptions):
+		 * every option exists by then, and nothing is rendered yet. */
 		o = s.taboption('general', form.DummyValue, '_mape_status', _('MAP-E status'));
 		o.modalonly = true;
-		o.cfgvalue = function(section_id) {
-			return renderMapeStatus(proto.getMapeStatus(), proto.getMapeUsage());
+		o.load = function(section_id) {
+			var opt = this;
+
+			return Promise.all([
+				loadLiveStatus(section_id),
+				L.resolveDefault(callMapeConfig(section_id), null)
+			]).then(function(res) {
+				opt.taken = takeOverMapOptions(opt.section, section_id, res[1]);
+				return res[0];
+			});
+		};
+		o.cfgvalue = function(section_id, set_value) {
+			if (arguments.length == 2)
+				return form.DummyValue.prototype.cfgvalue.apply(this, arguments);
+
+			var box = statusBox(proto, section_id, form.DummyValue.prototype.cfgvalue.call(this, section_id));
+
+			if (this.taken && this.taken.length)
+				box.appendChild(E('p', { 'class': 'cbi-value-description', 'data-mape-taken': this.taken.join(' ') }, [
+					_('Taken over from the former "map" configuration (LuCI removes them on a protocol switch): %s. Save to keep them.')
+						.format(this.taken.join(', '))
+				]));
+
+			return box;
 		};
 		o.write = o.remove = function() {};
 
 		o = s.taboption('general', form.ListValue, 'isp', _('ISP'),
-			_('With <em>Automatic</em> the MAP rule is looked up from the IPv6 prefix delegated on the tunnel link (v6プラス, OCN バーチャルコネクト, BIGLOBE IPv6オプション, NURO 光). Choose <em>None</em> to enter the rule yourself.'));
-		o.value('auto', _('Automatic (by IPv6 prefix)'));
-		o.value('v6plus', 'v6プラス (JPNE / JPIX)');
-		o.value('ocn', 'OCN バーチャルコネクト');
-		o.value('biglobe', 'BIGLOBE IPv6オプション');
-		o.value('nuro', 'NURO 光');
-		o.value('none', _('None: explicit rule'));
+			_('With <em>Automatic</em> the MAP rule of a built-in ISP is looked up from the IPv6 prefix delegated on the tunnel link. Choose <em>None</em> to enter the rule yourself.'));
 		o.default = 'auto';
+		/* The choices come from mape itself when the form loads (see callMapeIsps). */
+		o.load = function(section_id) {
+			var self = this;
+			return callMapeIsps().catch(function() { return []; }).then(function(isps) {
+				self.value('auto', _('Automatic (by IPv6 prefix)'));
+				(Array.isArray(isps) ? isps : []).forEach(function(i) {
+					if (i && typeof(i.id) == 'string' && typeof(i.label) == 'string') {
+						self.value(i.id, i.label);
+						ispLabels[i.id] = i.label;
+					}
+				});
+				self.value('none', _('None: explicit rule'));
+				return form.ListValue.prototype.load.apply(self, [ section_id ]);
+			});
+		};
 
 		o = s.taboption('general', widgets.NetworkSelect, 'tunlink', _('Tunnel link'),
 			_('The IPv6 interface whose delegated prefix is used and over which the tunnel runs.'));
