@@ -45,3 +45,6 @@ echo "== release builds and .ipk for six router architectures (scripts/dist.sh),
 export MAPE_DIST_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$HOME/.cache/mape-rs/dist-target}
 scripts/dist.sh
 scripts/check-dist.sh
+
+echo "== the router binaries on Debian's own mipsel, armhf and arm64 kernels (QEMU system emulation; tests/arch/run.sh)"
+tests/arch/run.sh
