@@ -199,12 +199,27 @@ for m in ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nf_nat nf
 done
 if [ -z "$missing" ]; then ok "kernel $(uname -r): ip6_tunnel, nf_tables NAT (nft_nat, nft_chain_nat, nft_numgen), veth loaded"
 else bad "kernel modules missing:$missing"; fi
-elf_machine() { od -An -tu2 -j18 -N2 "$1" | tr -d ' '; }
+# ELF header fields, read with od in the guest's (= the file's, little-endian) byte order.
+elf_u() { od -An -tu"$2" -j"$3" -N"$2" "$1" | tr -d ' '; } # FILE SIZE OFFSET
+elf_machine() { elf_u "$1" 2 18; }
+has_interp() { # a PT_INTERP program header: the file needs a dynamic loader
+	local f=$1 phoff phent phnum i=0
+	if [ "$(elf_u "$f" 1 4)" = 2 ]; then # ELFCLASS64
+		phoff=$(elf_u "$f" 4 32) phent=$(elf_u "$f" 2 54) phnum=$(elf_u "$f" 2 56)
+	else
+		phoff=$(elf_u "$f" 4 28) phent=$(elf_u "$f" 2 42) phnum=$(elf_u "$f" 2 44)
+	fi
+	while [ $i -lt "$phnum" ]; do
+		[ "$(elf_u "$f" 4 $((phoff + i * phent)))" = 3 ] && return 0
+		i=$((i + 1))
+	done
+	return 1
+}
 mm=$(elf_machine $MAPE) bm=$(elf_machine /bin/busybox)
 ver=$($MAPE --version 2>&1)
 if [ -n "$mm" ] && [ "$mm" = "$bm" ] && [ "$(od -An -tx1 -j4 -N2 $MAPE | tr -d ' ')" = "$(od -An -tx1 -j4 -N2 /bin/busybox | tr -d ' ')" ] &&
-	! grep -q "Requesting\|ld-linux\|ld\.so" $MAPE 2>/dev/null && [ -n "$ver" ]; then
-	ok "our binary is this architecture's (ELF machine $mm, class/data as Debian's busybox), static, runs: $ver"
+	! has_interp $MAPE && has_interp /usr/sbin/nft && [ -n "$ver" ]; then
+	ok "our binary is this architecture's (ELF machine $mm, class/data as Debian's busybox), static (no PT_INTERP, unlike Debian's nft), runs: $ver"
 else
 	bad "our binary: ELF machine ${mm:-?} vs busybox ${bm:-?}, --version: ${ver:-nothing}"
 fi
@@ -276,15 +291,24 @@ for s in "tcp_sports TCP source ports $NT" "udp_sports UDP source ports $NU" "ic
 done
 
 # 5. teardown leaves nothing
-handler teardown "$CFG"
-terr=$(cat "$W/h.err")
-standin teardown
-after=$(snapshot)
-if [ $hrc = 0 ] && [ -z "$terr" ] && [ "$before" = "$after" ]; then
-	ok "teardown (handler + stand-in): exit 0, no output, the namespace as before setup"
-else
-	bad "teardown: exit $hrc, stderr '$(echo "$terr" | tr '\n' ' ' | sed 's/ $//')', $(echo "$before" >"$W/before"; echo "$after" >"$W/after"; diff "$W/before" "$W/after" | grep '^[-+][^-+]' | tr '\n' ' ' | cut -c1-400)"
-fi
+# teardown_check CONFIG WHAT: the handler's teardown, then the stand-in's; ok when the handler
+# exits 0 without a line on stderr and the ce namespace is as it was before the first setup.
+teardown_check() {
+	local terr after
+	handler teardown "$1"
+	terr=$(cat "$W/h.err")
+	standin teardown
+	after=$(snapshot)
+	if [ $hrc = 0 ] && [ -z "$terr" ] && [ "$before" = "$after" ]; then
+		ok "$2: exit 0, no error line, the namespace as before setup"
+	else
+		echo "$before" >"$W/before"
+		echo "$after" >"$W/after"
+		bad "$2: exit $hrc, stderr '$(echo "$terr" | tr '\n' ' ' | sed 's/ $//' | cut -c1-300)'," \
+			"left: $(diff "$W/before" "$W/after" | grep '^[-+][^-+]' | tr '\n' ' ' | cut -c1-300)"
+	fi
+}
+teardown_check "$CFG" "teardown (handler + stand-in)"
 
 # 6. teardown when the CE address is already gone (EADDRNOTAVAIL from the kernel)
 handler setup "$CFG"
@@ -292,15 +316,7 @@ standin setup
 # The check means something only if the handler added the address and recorded it.
 if ip -n ce -6 addr show dev wan | grep -q " $CE/128 " && grep -q "\"ce\":\"$CE\"" "$W/state/$IFACE.json" 2>/dev/null &&
 	ip -n ce -6 addr del $CE/128 dev wan; then
-	handler teardown "$CFG"
-	terr=$(cat "$W/h.err")
-	standin teardown
-	after=$(snapshot)
-	if [ $hrc = 0 ] && [ -z "$terr" ] && [ "$before" = "$after" ]; then
-		ok "teardown after the CE address was already removed (kernel answers EADDRNOTAVAIL): exit 0, no error line, nothing left"
-	else
-		bad "teardown after the CE address was removed: exit $hrc, stderr: $(echo "$terr" | tr '\n' ' ' | cut -c1-300)"
-	fi
+	teardown_check "$CFG" "teardown after the CE address was already removed (the kernel answers EADDRNOTAVAIL)"
 else
 	bad "teardown after the CE address was removed: setup did not add $CE/128 (or record it), nothing to test"
 	handler teardown "$CFG"
@@ -321,9 +337,7 @@ if [ "$NEGATIVE" = 1 ] && [ "$BREAK_PSID" != 1 ]; then
 	else
 		ok "negative control: CE given PSID 0x35 (its prefix means 0x34): the port-set check fails: $v"
 	fi
-	handler teardown "$CFG_WRONG"
-	standin teardown
-	[ "$before" = "$(snapshot)" ] && ok "negative control: teardown leaves nothing" || bad "negative control: teardown left state behind"
+	teardown_check "$CFG_WRONG" "negative control: teardown"
 fi
 
 # (device-name lookups, "netdev-<name>", are what `ip link` asks for a missing device: not modules)

@@ -118,7 +118,7 @@ run_guest() { # arch: boots it, writes out/<arch>/{console.log,rc,secs}
 	# The kernel unpacks concatenated archives: the cached base, then this run's files.
 	cat "${GUEST[$a]}/initramfs.cpio.gz" "$o/overlay.cpio.gz" >"$o/initrd.cpio.gz"
 	mapfile -t q < <(qemu_cmd "$a" "${GUEST[$a]}/kernel" "$o/initrd.cpio.gz")
-	timeout -k 5 "${MAPE_ARCH_TIMEOUT:-600}" "${q[@]}" </dev/null 2>&1 | sed -u 's/\r$//' >"$o/console.log"
+	timeout -k 5 "${MAPE_ARCH_TIMEOUT:-300}" "${q[@]}" </dev/null 2>&1 | sed -u 's/\r$//' >"$o/console.log"
 	echo "${PIPESTATUS[0]}" >"$o/qemu-rc"
 	echo $((SECONDS - t)) >"$o/secs"
 	rm -rf "$o/overlay" "$o/overlay.cpio.gz" "$o/initrd.cpio.gz"
