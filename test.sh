@@ -51,3 +51,6 @@ scripts/check-dist.sh
 
 echo "== packages with OpenWrt's real opkg and apk: installs, map conflicts, feeds, Japanese catalogue (tests/pkg/run.sh)"
 tests/pkg/run.sh || [ $? = 77 ]
+
+echo "== the router binaries on Debian's own mipsel, armhf and arm64 kernels (QEMU system emulation; tests/arch/run.sh)"
+tests/arch/run.sh

@@ -4,33 +4,47 @@
 //! more dependency. Why NODAD: the CE address is computed from our own delegated prefix, so a
 //! duplicate is impossible, and duplicate address detection would leave it "tentative" for a
 //! second, during which the tunnel drops every packet.
+//!
+//! Every number here is the target's: message types, flags, attribute types and structure sizes
+//! come from `libc` (through nix's re-export), errno values from [`Errno`]. Those differ
+//! between Linux ABIs: EADDRNOTAVAIL, what the kernel answers when the address to delete is
+//! not there, is 99 on x86 and ARM but 126 on MIPS. Netlink fields are in the host's byte order
+//! (the routers are little-endian mipsel/ARM and big-endian mips), so the encoder and the
+//! parser take the order as a parameter ([`Order`]), the native one at run time, and the unit
+//! tests check both.
 
+use std::mem::size_of;
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 
+use nix::errno::Errno;
+use nix::libc;
 use nix::net::if_::if_nametoindex;
 use nix::sys::socket::{
     bind, recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
     SockType,
 };
 
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_CREATE: u16 = 0x400;
-const AF_INET6: u8 = 10;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_NODAD: u32 = 0x02;
-const IFA_F_NOPREFIXROUTE: u32 = 0x200;
-const RT_SCOPE_UNIVERSE: u8 = 0;
-const ENOENT: i32 = 2;
-const EADDRNOTAVAIL: i32 = 99;
-const ENODEV: i32 = 19;
+// The kernel's constants are C ints or u16/u8 in libc; the wire fields are u16 (types, flags)
+// and u8 (family, scope), and every value fits.
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
+const NLM_F_REPLACE: u16 = libc::NLM_F_REPLACE as u16;
+const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+/// struct nlmsghdr, struct ifaddrmsg, struct nlattr: 16, 8 and 4 bytes on every Linux ABI.
+const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
+const IFADDRMSG_LEN: usize = size_of::<libc::ifaddrmsg>();
+const NLA_HDRLEN: usize = size_of::<libc::nlattr>();
+/// Netlink messages and attributes are padded to 4 bytes (NLMSG_ALIGNTO = NLA_ALIGNTO).
+const ALIGN: usize = libc::NLA_ALIGNTO as usize;
+/// struct nlmsgerr starts with the (negative) errno as a C int.
+const ERRNO_LEN: usize = size_of::<libc::c_int>();
+
+/// What the kernel answers a delete with when there is nothing left to delete: the address is
+/// not on the device (EADDRNOTAVAIL), or the device went away (ENODEV, ENOENT).
+const ALREADY_ABSENT: [Errno; 3] = [Errno::EADDRNOTAVAIL, Errno::ENODEV, Errno::ENOENT];
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -39,7 +53,7 @@ pub enum NetlinkError {
     #[error("netlink: {0}")]
     Io(#[from] nix::Error),
     #[error("netlink: kernel refused: {0}")]
-    Kernel(std::io::Error),
+    Kernel(Errno),
     #[error("netlink: no answer from the kernel")]
     NoAck,
 }
@@ -52,7 +66,7 @@ pub fn address(dev: &str, addr: Ipv6Addr, add: bool) -> Result<(), NetlinkError>
         Err(_) if !add => return Ok(()), // the device is gone, and the address with it
         Err(_) => return Err(NetlinkError::NoDevice(dev.to_string())),
     };
-    let msg = encode(index, addr, add);
+    let msg = encode(Order::NATIVE, index, addr, add);
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -68,70 +82,138 @@ pub fn address(dev: &str, addr: Ipv6Addr, add: bool) -> Result<(), NetlinkError>
     )?;
     let mut buf = [0u8; 4096];
     let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-    match ack_errno(&buf[..n]) {
+    verdict(ack_errno(Order::NATIVE, &buf[..n]), add)
+}
+
+/// The outcome of a request from the errno of the kernel's ACK (0: done).
+fn verdict(errno: Option<i32>, add: bool) -> Result<(), NetlinkError> {
+    match errno {
         None => Err(NetlinkError::NoAck),
         Some(0) => Ok(()),
-        Some(e) if !add && (e == ENOENT || e == EADDRNOTAVAIL || e == ENODEV) => Ok(()),
-        Some(e) => Err(NetlinkError::Kernel(std::io::Error::from_raw_os_error(e))),
+        Some(e) if !add && already_absent(e) => Ok(()),
+        Some(e) => Err(NetlinkError::Kernel(Errno::from_raw(e))),
     }
 }
 
-/// nlmsghdr + ifaddrmsg + attributes, in host byte order as netlink wants.
-fn encode(index: u32, addr: Ipv6Addr, add: bool) -> Vec<u8> {
+fn already_absent(errno: i32) -> bool {
+    ALREADY_ABSENT.iter().any(|e| *e as i32 == errno)
+}
+
+/// Byte order of the integer fields of a netlink message: the host's, whatever it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    Little,
+    Big,
+}
+
+impl Order {
+    const NATIVE: Order = if cfg!(target_endian = "big") {
+        Order::Big
+    } else {
+        Order::Little
+    };
+
+    fn u16(self, v: u16) -> [u8; 2] {
+        match self {
+            Order::Little => v.to_le_bytes(),
+            Order::Big => v.to_be_bytes(),
+        }
+    }
+
+    fn u32(self, v: u32) -> [u8; 4] {
+        match self {
+            Order::Little => v.to_le_bytes(),
+            Order::Big => v.to_be_bytes(),
+        }
+    }
+
+    /// The u16 at `at`, if the buffer holds it.
+    fn get_u16(self, b: &[u8], at: usize) -> Option<u16> {
+        let b: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
+        Some(match self {
+            Order::Little => u16::from_le_bytes(b),
+            Order::Big => u16::from_be_bytes(b),
+        })
+    }
+
+    /// The u32 at `at`, if the buffer holds it.
+    fn get_u32(self, b: &[u8], at: usize) -> Option<u32> {
+        let b: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+        Some(match self {
+            Order::Little => u32::from_le_bytes(b),
+            Order::Big => u32::from_be_bytes(b),
+        })
+    }
+}
+
+fn aligned(len: usize) -> usize {
+    (len + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// nlmsghdr + ifaddrmsg + attributes, integers in `order` (the IPv6 address is bytes: network
+/// order in any case).
+fn encode(order: Order, index: u32, addr: Ipv6Addr, add: bool) -> Vec<u8> {
     let mut body = Vec::with_capacity(64);
-    // struct ifaddrmsg { family, prefixlen, flags, scope, index }
-    body.extend_from_slice(&[AF_INET6, 128, IFA_F_NODAD as u8, RT_SCOPE_UNIVERSE]);
-    body.extend_from_slice(&index.to_ne_bytes());
-    attr(&mut body, IFA_LOCAL, &addr.octets());
-    attr(&mut body, IFA_ADDRESS, &addr.octets());
+    // struct ifaddrmsg { family, prefixlen, flags (the low 8 bits), scope, index }
+    body.extend_from_slice(&[
+        AF_INET6,
+        128,
+        libc::IFA_F_NODAD as u8,
+        libc::RT_SCOPE_UNIVERSE,
+    ]);
+    body.extend_from_slice(&order.u32(index));
+    debug_assert_eq!(body.len(), IFADDRMSG_LEN);
+    attr(order, &mut body, libc::IFA_LOCAL, &addr.octets());
+    attr(order, &mut body, libc::IFA_ADDRESS, &addr.octets());
     if add {
-        attr(
-            &mut body,
-            IFA_FLAGS,
-            &(IFA_F_NODAD | IFA_F_NOPREFIXROUTE).to_ne_bytes(),
-        );
+        // All the flags, in the 32-bit attribute (NOPREFIXROUTE does not fit in ifa_flags).
+        let flags = libc::IFA_F_NODAD | libc::IFA_F_NOPREFIXROUTE;
+        attr(order, &mut body, libc::IFA_FLAGS, &order.u32(flags));
     }
     let (kind, flags) = if add {
         (
-            RTM_NEWADDR,
+            libc::RTM_NEWADDR,
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         )
     } else {
-        (RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK)
+        (libc::RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK)
     };
-    let len = 16 + body.len() as u32;
-    let mut msg = Vec::with_capacity(len as usize);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&kind.to_ne_bytes());
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    let len = NLMSG_HDRLEN + body.len();
+    let mut msg = Vec::with_capacity(len);
+    // struct nlmsghdr { len, type, flags, seq, pid }
+    msg.extend_from_slice(&order.u32(len as u32));
+    msg.extend_from_slice(&order.u16(kind));
+    msg.extend_from_slice(&order.u16(flags));
+    msg.extend_from_slice(&order.u32(1)); // sequence number
+    msg.extend_from_slice(&order.u32(0)); // port id: the kernel fills it in
+    debug_assert_eq!(msg.len(), NLMSG_HDRLEN);
     msg.extend_from_slice(&body);
     msg
 }
 
-fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
+/// struct nlattr { len, type } + data, padded.
+fn attr(order: Order, out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = NLA_HDRLEN + data.len();
+    out.extend_from_slice(&order.u16(len as u16));
+    out.extend_from_slice(&order.u16(kind));
     out.extend_from_slice(data);
-    out.resize(out.len() + (4 - len % 4) % 4, 0);
+    out.resize(out.len() + aligned(len) - len, 0);
 }
 
 /// The errno of the first NLMSG_ERROR in a reply (0 is an ACK), if any.
-fn ack_errno(reply: &[u8]) -> Option<i32> {
+fn ack_errno(order: Order, reply: &[u8]) -> Option<i32> {
     let mut at = 0;
-    while at + 16 <= reply.len() {
-        let len = u32::from_ne_bytes(reply[at..at + 4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(reply[at + 4..at + 6].try_into().ok()?);
-        if len < 16 || at + len > reply.len() {
+    while at + NLMSG_HDRLEN <= reply.len() {
+        let len = order.get_u32(reply, at)? as usize;
+        let kind = order.get_u16(reply, at + 4)?;
+        if len < NLMSG_HDRLEN || at + len > reply.len() {
             return None;
         }
-        if kind == NLMSG_ERROR && len >= 20 {
-            let err = i32::from_ne_bytes(reply[at + 16..at + 20].try_into().ok()?);
-            return Some(-err);
+        if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + ERRNO_LEN {
+            let err = order.get_u32(reply, at + NLMSG_HDRLEN)? as i32;
+            return Some(err.wrapping_neg()); // no panic on a nonsense i32::MIN
         }
-        at += (len + 3) & !3;
+        at += aligned(len);
     }
     None
 }
@@ -140,28 +222,170 @@ fn ack_errno(reply: &[u8]) -> Option<i32> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn message_layout() {
-        let m = encode(7, "2001:db8::1".parse().unwrap(), true);
-        assert_eq!(
-            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
-            m.len()
-        );
-        assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), RTM_NEWADDR);
-        assert_eq!(m[16], AF_INET6);
-        assert_eq!(m[17], 128);
-        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
-        assert_eq!(m.len() % 4, 0);
+    const BOTH: [Order; 2] = [Order::Little, Order::Big];
+
+    fn ce() -> Ipv6Addr {
+        "2001:db8:12:3400:0:c000:212:34".parse().unwrap()
+    }
+
+    /// What a generic reader sees in a message (header fields, ifindex, attributes).
+    struct Decoded {
+        len: u32,
+        kind: u16,
+        flags: u16,
+        index: u32,
+        attrs: Vec<(u16, Vec<u8>)>,
+    }
+
+    /// A generic reader (not the code under test): the header and the attributes of a message.
+    fn decode(order: Order, m: &[u8]) -> Decoded {
+        let g16 = |at: usize| order.get_u16(m, at).unwrap();
+        let g32 = |at: usize| order.get_u32(m, at).unwrap();
+        let mut attrs = Vec::new();
+        let mut at = NLMSG_HDRLEN + IFADDRMSG_LEN;
+        while at < m.len() {
+            let len = g16(at) as usize;
+            attrs.push((g16(at + 2), m[at + NLA_HDRLEN..at + len].to_vec()));
+            at += aligned(len);
+        }
+        assert_eq!(at, m.len(), "attributes end at the end of the message");
+        Decoded {
+            len: g32(0),
+            kind: g16(4),
+            flags: g16(6),
+            index: g32(NLMSG_HDRLEN + 4),
+            attrs,
+        }
+    }
+
+    fn error_reply(order: Order, errno: i32) -> Vec<u8> {
+        // nlmsghdr (type NLMSG_ERROR) + nlmsgerr { error, the request's header }
+        let len = NLMSG_HDRLEN + ERRNO_LEN + NLMSG_HDRLEN;
+        let mut r = Vec::new();
+        r.extend_from_slice(&order.u32(len as u32));
+        r.extend_from_slice(&order.u16(NLMSG_ERROR));
+        r.extend_from_slice(&[0; 10]);
+        r.extend_from_slice(&order.u32(-errno as u32));
+        r.extend_from_slice(&[0; NLMSG_HDRLEN]);
+        r
     }
 
     #[test]
-    fn ack_parsing() {
-        let mut ack = vec![0u8; 36];
-        ack[0..4].copy_from_slice(&36u32.to_ne_bytes());
-        ack[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        assert_eq!(ack_errno(&ack), Some(0));
-        ack[16..20].copy_from_slice(&(-17i32).to_ne_bytes());
-        assert_eq!(ack_errno(&ack), Some(17));
-        assert_eq!(ack_errno(&ack[..10]), None);
+    fn structure_sizes_are_the_kernels() {
+        assert_eq!(
+            (NLMSG_HDRLEN, IFADDRMSG_LEN, NLA_HDRLEN, ALIGN),
+            (16, 8, 4, 4)
+        );
+    }
+
+    #[test]
+    fn messages_in_both_byte_orders() {
+        for order in BOTH {
+            for add in [true, false] {
+                let m = encode(order, 7, ce(), add);
+                let Decoded {
+                    len,
+                    kind,
+                    flags,
+                    index,
+                    attrs,
+                } = decode(order, &m);
+                assert_eq!(len as usize, m.len());
+                assert_eq!(m.len() % ALIGN, 0);
+                assert_eq!(index, 7);
+                assert_eq!(
+                    &m[16..20],
+                    &[10, 128, 0x02, 0],
+                    "ifaddrmsg bytes: no byte order"
+                );
+                let want_kind = if add { 20 } else { 21 }; // RTM_NEWADDR, RTM_DELADDR
+                assert_eq!(kind, want_kind);
+                let want_flags = if add {
+                    0x1 | 0x4 | 0x400 | 0x100
+                } else {
+                    0x1 | 0x4
+                };
+                assert_eq!(flags, want_flags);
+                let mut want = vec![(2, ce().octets().to_vec()), (1, ce().octets().to_vec())];
+                if add {
+                    want.push((8, order.u32(0x02 | 0x200).to_vec())); // IFA_FLAGS
+                }
+                assert_eq!(attrs, want, "{order:?} add={add}");
+            }
+        }
+    }
+
+    #[test]
+    fn byte_orders_differ_where_they_must() {
+        let le = encode(Order::Little, 7, ce(), true);
+        let be = encode(Order::Big, 7, ce(), true);
+        assert_eq!(le.len(), be.len());
+        assert_eq!(&le[0..4], &[le.len() as u8, 0, 0, 0]);
+        assert_eq!(&be[0..4], &[0, 0, 0, be.len() as u8]);
+        assert_eq!((&le[4..6], &be[4..6]), (&[20, 0][..], &[0, 20][..]));
+        assert_eq!(
+            (&le[20..24], &be[20..24]),
+            (&[7, 0, 0, 0][..], &[0, 0, 0, 7][..])
+        );
+        // The address is the same bytes in both: it is never swapped.
+        let addr = ce().octets();
+        assert_eq!(&le[28..44], &addr);
+        assert_eq!(&be[28..44], &addr);
+        // Read with the wrong order, the length makes no sense.
+        assert_ne!(Order::Big.get_u32(&le, 0), Some(le.len() as u32));
+    }
+
+    #[test]
+    fn native_order_is_the_hosts() {
+        assert_eq!(Order::NATIVE.u32(0x0102_0304), 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(Order::NATIVE.u16(0x0102), 0x0102u16.to_ne_bytes());
+    }
+
+    #[test]
+    fn acks_in_both_byte_orders() {
+        for order in BOTH {
+            assert_eq!(ack_errno(order, &error_reply(order, 0)), Some(0));
+            assert_eq!(ack_errno(order, &error_reply(order, 17)), Some(17));
+            // The error after another message (padded), as a multipart reply has it.
+            let mut two = encode(order, 3, ce(), false);
+            two.extend_from_slice(&error_reply(order, 126));
+            assert_eq!(ack_errno(order, &two), Some(126));
+            assert_eq!(ack_errno(order, &error_reply(order, 17)[..10]), None);
+            assert_eq!(ack_errno(order, &[]), None);
+        }
+        // A length that runs past the buffer is no answer, not a panic.
+        let mut bad = error_reply(Order::Little, 0);
+        bad[0] = 200;
+        assert_eq!(ack_errno(Order::Little, &bad), None);
+    }
+
+    /// The "already absent" answers are the target's errno values (from libc), not numbers
+    /// copied from one ABI: EADDRNOTAVAIL is 126 on MIPS and 99 on x86 and ARM.
+    #[test]
+    fn already_absent_is_the_platforms_errnos() {
+        let set: Vec<i32> = ALREADY_ABSENT.iter().map(|e| *e as i32).collect();
+        assert_eq!(set, [libc::EADDRNOTAVAIL, libc::ENODEV, libc::ENOENT]);
+        let mips = cfg!(any(target_arch = "mips", target_arch = "mips64"));
+        assert_eq!(libc::EADDRNOTAVAIL, if mips { 126 } else { 99 });
+        assert!(already_absent(libc::EADDRNOTAVAIL));
+        // The other ABI's number is another error here (ENOKEY on x86, ENOPROTOOPT on MIPS).
+        assert!(!already_absent(if mips { 99 } else { 126 }));
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(verdict(Some(0), true).is_ok());
+        assert!(verdict(Some(0), false).is_ok());
+        for e in ALREADY_ABSENT {
+            assert!(verdict(Some(e as i32), false).is_ok(), "delete, {e}");
+            assert!(
+                matches!(verdict(Some(e as i32), true), Err(NetlinkError::Kernel(x)) if x == e)
+            );
+        }
+        assert!(matches!(
+            verdict(Some(libc::EPERM), false),
+            Err(NetlinkError::Kernel(Errno::EPERM))
+        ));
+        assert!(matches!(verdict(None, false), Err(NetlinkError::NoAck)));
     }
 }
