@@ -38,6 +38,7 @@ tests/e2e/linux-run.sh
 
 echo "== the README's runnable commands, as written (scripts/check-readme.sh)"
 scripts/check-readme.sh
+scripts/readme-ja.py   # README.ja.md has a Japanese section for every section of README.md
 
 echo "== LuCI protocol page in headless Chromium: unit checks, then real LuCI + ubusd + rpcd + uci (tests/luci)"
 bash tests/luci/run.sh
