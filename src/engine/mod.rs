@@ -40,3 +40,21 @@ mod tests {
         assert_eq!(tunnel_mtu(Some(1400), Some(1500)), 1400);
     }
 }
+
+/// Test inputs shared by the engine's and the renderers' unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{IidFormat, Mapping, Rule};
+
+    /// vector T3: v6plus 240b:10:3f6c:d400::/56 → 106.72.63.108, PSID 212, 240 ports.
+    pub fn v6plus() -> Mapping {
+        let mut r = Rule::new(
+            "240b:10::/31".parse().unwrap(),
+            "106.72.0.0/15".parse().unwrap(),
+            25,
+            IidFormat::Draft03,
+        );
+        r.psid_offset = 4;
+        Mapping::compute(&r, "240b:10:3f6c:d400::/56".parse().unwrap()).unwrap()
+    }
+}

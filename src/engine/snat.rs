@@ -220,19 +220,9 @@ pub struct TableReadBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{CustomerPrefix, IidFormat, Rule};
+    use crate::engine::{IidFormat, Rule};
 
-    fn v6plus() -> Mapping {
-        let mut r = Rule::new(
-            "240b:10::/31".parse().unwrap(),
-            "106.72.0.0/15".parse().unwrap(),
-            25,
-            IidFormat::Draft03,
-        );
-        r.psid_offset = 4;
-        let p: CustomerPrefix = "240b:10:3f6c:d400::/56".parse().unwrap();
-        Mapping::compute(&r, p).unwrap()
-    }
+    use crate::engine::fixtures::v6plus;
 
     fn ps(first: u16, last: u16) -> PortSet {
         PortSet { first, last }

@@ -174,7 +174,7 @@ fn to_source(v4: std::net::Ipv4Addr, r: &PortSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::fixtures::v6plus;
+    use crate::engine::fixtures::v6plus;
 
     /// Simulates the cascade as the kernel runs it (one counter per rule) and checks that flows
     /// are spread evenly, in order, over all sets.

@@ -331,7 +331,7 @@ fn take_ifname(t: &mut TableReadBack, words: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::fixtures::v6plus;
+    use crate::engine::fixtures::v6plus;
 
     fn script(m: &Mapping, exclude: &[PortSet]) -> String {
         ruleset(&NftParams {
