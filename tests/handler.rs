@@ -104,7 +104,10 @@ fn v6plus_pd56_isp_auto() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(&cmd[..4], [EXE, "netifd", "watch", "wanmap"]);
-    assert_eq!(cmd[cmd.len() - 1], "240b:10:3f6c:d400::/56");
+    assert_eq!(
+        &cmd[cmd.len() - 4..],
+        ["--current", "240b:10:3f6c:d400::/56", "--owner", "0.1"]
+    );
 
     // The nft table: one transaction, a chain per set, a round robin over all 15 per bucket.
     assert_eq!(sys.nft.len(), 1);
@@ -502,6 +505,7 @@ fn the_watch_task_follows_notifications_and_confirms_by_asking() {
                 cfg: &cfg,
                 retry_after: None,
                 usage: None,
+                owner: None,
             },
         )
     };
@@ -656,7 +660,7 @@ fn a_stale_setup_whose_update_fails_leaves_the_live_setup_alone() {
     );
     assert_eq!(sys.tables.len(), 1, "the live table stays");
     assert_eq!(sys.addresses.len(), 1, "the live CE address stays");
-    assert_eq!(sys.state["wanmap"].owner.as_deref(), Some("dry-run.2"));
+    assert_eq!(sys.state["wanmap"].owner.as_deref(), Some("0.2"));
     assert!(
         sys.log
             .iter()
@@ -835,4 +839,80 @@ fn setup_over_a_live_setup_with_another_prefix_removes_the_old_address() {
         0
     );
     assert!(kernel(&sys, "addr_del").is_empty());
+}
+
+#[test]
+fn a_late_teardown_of_a_restarted_netifd_leaves_the_newer_setup_alone() {
+    // network restart: the old netifd's teardown runs after the new netifd's setup.
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    // The teardown takes its token before the setup (it started first), runs after it.
+    let early = sys.owner_token_for_tests();
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    assert_eq!(handler::teardown_started_at(&mut sys, "wanmap", &early), 0);
+    assert_eq!(
+        (sys.tables.len(), sys.addresses.len()),
+        (1, 1),
+        "the live setup stays"
+    );
+    assert!(sys.state.contains_key("wanmap"));
+    // A teardown that starts after the setup removes everything.
+    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+    assert!(sys.tables.is_empty() && sys.addresses.is_empty() && sys.state.is_empty());
+}
+
+#[test]
+fn a_leftover_watch_task_ends_once_another_setup_owns_the_interface() {
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    let first = sys.state["wanmap"].owner.clone().unwrap();
+    let task = notify(&sys, 1)[0]["command"].clone();
+    assert!(
+        task.as_array().unwrap().iter().any(|a| a == &json!(first)),
+        "{task}"
+    );
+    // A newer setup claims the interface; the first one's task sees it and ends.
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    assert!(!handler::owns(&mut sys, "wanmap", &first));
+    let (cfg, key) = handler::watch_start(
+        r#"{"tunlink":"wan6"}"#,
+        Some("240b:10:3f6c:d400::/56".parse().unwrap()),
+    )
+    .unwrap();
+    let mut ev = Script(std::collections::VecDeque::new());
+    let why = handler::watch::run(
+        &mut sys,
+        &mut ev,
+        &mut Watcher::new(key),
+        handler::watch::TaskParams {
+            iface: "wanmap",
+            cfg: &cfg,
+            retry_after: None,
+            usage: None,
+            owner: Some(&first),
+        },
+    );
+    assert!(why.contains("another setup owns"), "{why}");
+}
+
+#[test]
+fn netifd_s_expired_prefix_is_not_used() {
+    // netifd lists a prefix the DHCPv6 server withdrew in place with "valid": -1, first.
+    let st = json!({"up": true, "l3_device": "wan", "ipv6-prefix": [
+        {"address": "240b:10:3f6c:d400::", "mask": 56, "preferred": -1, "valid": -1},
+        {"address": "240b:10:1111:2200::", "mask": 56, "preferred": 3600, "valid": 7200}]});
+    let (code, sys) = setup(json!({"tunlink": "wan6"}), Some(st));
+    assert_eq!(code, 0, "{:?}", sys.log);
+    assert_eq!(
+        notify(&sys, 0)[0]["data"]["mape"]["prefix"],
+        "240b:10:1111:2200::/56"
+    );
 }

@@ -46,6 +46,10 @@ pub struct NetifdArgs {
     /// watch: after a transient setup failure, end after SECONDS (netifd then retries).
     #[arg(long, value_name = "SECONDS")]
     pub retry_after: Option<u64>,
+    /// watch: the owner token of the setup that started the task; the task ends once the
+    /// interface's state names another owner (a newer setup took over).
+    #[arg(long, value_name = "TOKEN")]
+    pub owner: Option<String>,
     /// watch: look once (twice if the mapping seems to have changed, to confirm), print the
     /// verdict and exit (0 same, 3 changed).
     #[arg(long)]
@@ -171,6 +175,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
                     cfg: &cfg,
                     retry_after: a.retry_after.map(Duration::from_secs),
                     usage,
+                    owner: a.owner.as_deref(),
                 },
             );
             eprintln!("mape: {iface}: {why}: setting the interface up again");

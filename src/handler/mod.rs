@@ -61,7 +61,8 @@ pub trait System {
     fn clear_state(&mut self, iface: &str);
     /// The interfaces that have a saved state.
     fn state_ifaces(&mut self) -> Vec<String>;
-    /// A token unique to this setup run (it marks the state it owns).
+    /// A token unique to this run, `<pid>.<sequence>` with a sequence that grows with time: it
+    /// marks the state a setup owns, and tells a teardown whether a setup started after it.
     fn owner_token(&mut self) -> String;
     /// How many setups of `iface` in a row failed for a transient reason (for the back-off).
     fn failures(&mut self, iface: &str) -> u32;
@@ -101,8 +102,15 @@ pub enum Task {
     Retry(Duration),
 }
 
-/// The argument vector of the proto task.
-pub fn watch_command(exe: &str, iface: &str, config: &str, task: &Task) -> Vec<String> {
+/// The argument vector of the proto task; `owner` is the token of the setup that starts it (the
+/// task ends once another setup owns the interface).
+pub fn watch_command(
+    exe: &str,
+    iface: &str,
+    config: &str,
+    task: &Task,
+    owner: Option<&str>,
+) -> Vec<String> {
     let mut argv = vec![
         exe.to_string(),
         "netifd".into(),
@@ -120,7 +128,24 @@ pub fn watch_command(exe: &str, iface: &str, config: &str, task: &Task) -> Vec<S
             argv.push(d.as_secs().to_string());
         }
     }
+    if let Some(o) = owner {
+        argv.push("--owner".into());
+        argv.push(o.into());
+    }
     argv
+}
+
+/// Whether the interface's state still names `owner` as the setup that owns it.
+pub fn owns(sys: &mut dyn System, iface: &str, owner: &str) -> bool {
+    sys.load_state(iface)
+        .is_some_and(|s| s.owner.as_deref() == Some(owner))
+}
+
+/// Whether owner token `a` was taken after token `b`. Tokens are `<pid>.<sequence>`, the
+/// sequence growing with time (see [`System::owner_token`]); others are not comparable.
+fn claimed_after(a: &str, b: &str) -> bool {
+    let seq = |t: &str| t.rsplit_once('.')?.1.parse::<u128>().ok();
+    matches!((seq(a), seq(b)), (Some(x), Some(y)) if x > y)
 }
 
 /// Resolves the best usable prefix of the link under the configured rules (the link lists
@@ -219,9 +244,16 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         return FAILED;
     }
     let failure = match try_setup(sys, iface, config_json) {
-        Ok(prefix) => {
+        Ok((prefix, owner)) => {
             sys.set_failures(iface, 0);
-            return start_task(sys, exe, iface, config_json, &Task::Watch(prefix));
+            return start_task(
+                sys,
+                exe,
+                iface,
+                config_json,
+                &Task::Watch(prefix),
+                Some(&owner),
+            );
         }
         Err(f) => f,
     };
@@ -232,7 +264,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         }
         Failure::Waiting(code, detail) => {
             report(sys, iface, code, &detail, false);
-            start_task(sys, exe, iface, config_json, &Task::Wait)
+            start_task(sys, exe, iface, config_json, &Task::Wait, None)
         }
         Failure::Transient(code, detail) => {
             let n = sys.failures(iface).saturating_add(1);
@@ -247,17 +279,18 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             );
             // The task keeps the interface in setup (netifd keeps even a dynamic one) and
             // ends after the back-off, when netifd sets it up again.
-            start_task(sys, exe, iface, config_json, &Task::Retry(delay))
+            start_task(sys, exe, iface, config_json, &Task::Retry(delay), None)
         }
     }
 }
 
-/// The steps of a setup; `Ok` with the prefix in use once the interface is up.
+/// The steps of a setup; `Ok` with the prefix in use and the setup's owner token once the
+/// interface is up.
 fn try_setup(
     sys: &mut dyn System,
     iface: &str,
     config_json: &str,
-) -> Result<CustomerPrefix, Failure> {
+) -> Result<(CustomerPrefix, String), Failure> {
     let cfg = HandlerConfig::parse(config_json)
         .map_err(|e| Failure::Config(config_code(&e), e.to_string()))?;
     // The rule source does not depend on the prefix unless ealen must be derived; check the
@@ -409,7 +442,7 @@ fn try_setup(
             m.prefix
         ));
     }
-    Ok(m.prefix)
+    Ok((m.prefix, owner))
 }
 
 /// Undoes a failed setup, but only while this setup still owns the interface: a newer setup
@@ -464,10 +497,17 @@ fn resolve_for_link(
     })
 }
 
-fn start_task(sys: &mut dyn System, exe: &str, iface: &str, config: &str, task: &Task) -> i32 {
+fn start_task(
+    sys: &mut dyn System,
+    exe: &str,
+    iface: &str,
+    config: &str,
+    task: &Task,
+    owner: Option<&str>,
+) -> i32 {
     match notify(
         sys,
-        msg::run_command(iface, &watch_command(exe, iface, config, task)),
+        msg::run_command(iface, &watch_command(exe, iface, config, task, owner)),
     ) {
         Ok(_) => OK,
         Err(e) => {
@@ -479,15 +519,33 @@ fn start_task(sys: &mut dyn System, exe: &str, iface: &str, config: &str, task: 
 
 /// `teardown`: remove our nft table and the CE address; idempotent, never fails the caller.
 pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
+    let started = sys.owner_token();
+    teardown_started_at(sys, iface, &started)
+}
+
+/// [`teardown`] for a teardown that started when `started` was a fresh owner token (tests run
+/// the moment a restarted netifd's teardown comes too late).
+pub fn teardown_started_at(sys: &mut dyn System, iface: &str, started: &str) -> i32 {
     if let Err(e) = check_name("interface", iface) {
         sys.log(&format!("mape: {e}"));
         return FAILED;
+    }
+    // The teardown of a netifd that re-executed itself (`network restart`) can run after the new
+    // netifd's setup claimed the interface: that setup's table and address stay.
+    let state = sys.load_state(iface);
+    if let Some(owner) = state.as_ref().and_then(|s| s.owner.as_deref()) {
+        if claimed_after(owner, started) {
+            sys.log(&format!(
+                "mape: {iface}: a setup that started after this teardown owns the interface: leaving its table and address"
+            ));
+            return OK;
+        }
     }
     let table = table_for(iface);
     if let Err(e) = sys.nft_apply(&nft::delete_script(&table)) {
         sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
     }
-    if let Some(s) = sys.load_state(iface) {
+    if let Some(s) = state {
         if let Err(e) = sys.addr_del(&s.dev, s.ce) {
             sys.log(&format!(
                 "mape: {iface}: removing {} from {}: {e}",

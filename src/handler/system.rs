@@ -158,12 +158,7 @@ impl System for RealSystem {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        format!(
-            "{}.{}.{}",
-            std::process::id(),
-            t.as_secs(),
-            t.subsec_nanos()
-        )
+        format!("{}.{}", std::process::id(), t.as_nanos())
     }
 
     fn failures(&mut self, iface: &str) -> u32 {
@@ -249,6 +244,11 @@ impl DryRun {
             fail: None,
             owner: 0,
         }
+    }
+
+    /// An owner token as a run starting now would take (tests).
+    pub fn owner_token_for_tests(&mut self) -> String {
+        System::owner_token(self)
     }
 
     /// Takes the failure set with [`DryRun::fail_on`] away (to put it back later).
@@ -370,7 +370,7 @@ impl System for DryRun {
 
     fn owner_token(&mut self) -> String {
         self.owner += 1;
-        format!("dry-run.{}", self.owner)
+        format!("0.{}", self.owner)
     }
 
     fn failures(&mut self, iface: &str) -> u32 {

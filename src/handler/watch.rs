@@ -294,7 +294,13 @@ pub struct TaskParams<'a> {
     pub retry_after: Option<Duration>,
     /// The port-usage check, while the interface is up with a shared address.
     pub usage: Option<super::usage::UsageCheck>,
+    /// The token of the setup that started the task: it ends once the interface's state names
+    /// another owner (a setup of a restarted netifd took over; this task is a leftover).
+    pub owner: Option<&'a str>,
 }
+
+/// How often a task checks that its setup still owns the interface.
+pub const OWNER_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the task until the interface must be set up again; returns why.
 pub fn run(
@@ -309,9 +315,18 @@ pub fn run(
         return "retrying the setup".into();
     }
     let mut usage_at = std::time::Instant::now() + super::usage::USAGE_EVERY;
+    let mut owner_at = std::time::Instant::now();
     let mut confirming = false;
     loop {
         let now = std::time::Instant::now();
+        if let Some(owner) = p.owner {
+            if now >= owner_at {
+                if !super::owns(sys, p.iface, owner) {
+                    return "another setup owns the interface now".into();
+                }
+                owner_at = now + OWNER_EVERY;
+            }
+        }
         if now >= usage_at {
             if let Some(u) = p.usage.as_mut() {
                 for line in u.round() {
@@ -330,10 +345,20 @@ pub fn run(
         if p.usage.is_some() {
             wait = wait.min(usage_at.saturating_duration_since(now));
         }
+        if p.owner.is_some() {
+            wait = wait.min(owner_at.saturating_duration_since(now));
+        }
         let l = match events.next(wait) {
             Wake::Link(status) => look(sys, p.iface, p.cfg, Some(&status)),
             Wake::Other => continue,
-            Wake::Timeout if !confirming && std::time::Instant::now() >= usage_at => continue,
+            // Woken for the usage or the owner check: nothing to look at yet.
+            Wake::Timeout
+                if !confirming
+                    && (std::time::Instant::now() >= usage_at
+                        || (p.owner.is_some() && std::time::Instant::now() >= owner_at)) =>
+            {
+                continue
+            }
             Wake::Timeout | Wake::Lost => look(sys, p.iface, p.cfg, None),
         };
         match watcher.feed(&l) {

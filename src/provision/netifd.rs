@@ -374,17 +374,21 @@ impl LinkStatus {
     }
 }
 
-/// An entry's prefix and preferred lifetime, unless it is withdrawn (valid lifetime 0).
-/// netifd gives lifetimes in seconds left; without them (a static prefix) they are infinite.
+/// An entry's prefix and preferred lifetime, unless it is withdrawn (valid lifetime over).
+/// netifd gives lifetimes in seconds left, `-1` once over (it keeps listing a prefix a DHCPv6
+/// server withdrew, first, for a while); without them (a static prefix) they are infinite.
 fn usable(e: &Value) -> Option<(CustomerPrefix, u64)> {
     let addr: Ipv6Addr = e.get("address")?.as_str()?.parse().ok()?;
     let mask = e.get("mask")?.as_u64()?;
     let p = CustomerPrefix::new(addr, u8::try_from(mask).ok()?)?;
-    let lifetime = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX);
-    if lifetime("valid") == 0 {
+    let lifetime = |k: &str| match e.get(k) {
+        None | Some(Value::Null) => Some(u64::MAX),
+        Some(v) => v.as_i64().map(|t| t.max(0) as u64).or_else(|| v.as_u64()),
+    };
+    if lifetime("valid")? == 0 {
         return None;
     }
-    Some((p, lifetime("preferred")))
+    Some((p, lifetime("preferred").unwrap_or(0)))
 }
 
 /// Global unicast (2000::/3): excludes link-local, ULA and the like, which never carry MAP-E.
