@@ -11,7 +11,12 @@ pub use mapping::{CeAddress, MapError, Mapping};
 pub use ports::{psid_from_left_aligned, PortParams, PortSet};
 pub use prefix::{CustomerPrefix, PrefixError};
 pub use rule::{IidFormat, Rule, RuleError};
-pub use snat::{counters, round_robin, SnatError, SnatPlan, TableReadBack, BUCKETS};
+#[cfg(test)]
+pub(crate) use snat::rfc_offset;
+pub use snat::{
+    buckets_for, counters, round_robin, Backend, Slots, SnatError, SnatPlan, Spread, TableReadBack,
+    BUCKETS, MAX_RANGE_CHAINS, SLOT_BUDGET,
+};
 
 /// The tunnel MTU the ISPs' paths allow: a 1500-byte IPv6 link minus the 40-byte IPv6 header
 /// that encapsulation adds (RFC 7597 §8.3: nothing should fragment inside the domain).

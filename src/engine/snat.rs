@@ -9,16 +9,100 @@
 //! On a shared address each new flow picks one port range round-robin, and the kernel picks a
 //! free port inside it (it searches only that contiguous range). So that the flows to ONE
 //! destination walk every range in turn, whatever else the LAN does, the round robin is kept per
-//! destination bucket: a hash of the destination address and port picks one of [`BUCKETS`]
-//! counters (per protocol). See docs/port-allocation.md for why and for the measurements.
+//! destination bucket: a hash of the destination address and port picks one of up to
+//! [`BUCKETS`] counters (per protocol). [`SnatPlan::spread`] decides how many buckets and what a
+//! round-robin slot is, so that the ruleset stays small for every legal rule (up to 32767 port
+//! sets): see docs/port-allocation.md for the size rule and the measurements.
 
 use std::net::Ipv4Addr;
 
 use super::{Mapping, PortSet};
 
-/// Round-robin counters per protocol (TCP, UDP) on a shared address: each destination (address
-/// and port) hashes to one of them. Chosen from the measurements in docs/port-allocation.md.
+/// Round-robin counters per protocol (TCP, UDP) on a shared address, at most: each destination
+/// (address and port) hashes to one of them. Chosen from the measurements in
+/// docs/port-allocation.md.
 pub const BUCKETS: u16 = 64;
+
+/// Bucket counters × round-robin slots per protocol, at most: what one protocol's buckets cost
+/// (nft vmap entries, iptables cascade rules). 8192 keeps [`BUCKETS`] for up to 128 slots (every
+/// built-in ISP, also with `ports_exclude`) and halves the buckets for each doubling beyond.
+pub const SLOT_BUDGET: usize = 8192;
+
+/// Port ranges that get an nft chain each, at most. A chain per range costs script, load time
+/// and nft memory in proportion to the ranges (1023: 0.5 MB, 0.15 s; 16383: 4 MB, 2 s, 250 MB
+/// in nft), while one map of every port costs the same for any line (at most 32767 ports: 0.5
+/// MB, 0.15 s, 29 MB); the two meet here (docs/port-allocation.md). Lines with more ranges
+/// (PSID offset 11 and up) get single-port slots.
+pub const MAX_RANGE_CHAINS: usize = 1024;
+
+/// The rule syntax a spread is formatted for: they differ in what they can share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// nftables: chains per range and maps; many ranges become a single-port map.
+    Nft,
+    /// iptables: a cascade of `statistic` rules per bucket, one rule per slot.
+    Iptables,
+}
+
+/// How the new flows of a shared address are spread over its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spread {
+    /// Destination buckets per protocol (TCP, UDP), each with its own round-robin counter; 1
+    /// is one counter per protocol and no hash.
+    pub buckets: u16,
+    /// The round-robin slots: each new flow of a bucket takes the next one.
+    pub slots: Slots,
+}
+
+/// What a round-robin slot names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slots {
+    /// Slot i is the port range `ranges[v[i]]` of the plan (see [`round_robin`]); the kernel
+    /// searches the range for a free port.
+    Ranges(Vec<usize>),
+    /// Slot i is the single port `v[i]`: every port of the plan once, ascending. For lines with
+    /// more ranges than [`MAX_RANGE_CHAINS`], whose ranges are at most 16 ports each.
+    Ports(Vec<u16>),
+}
+
+impl Slots {
+    /// How many slots.
+    pub fn len(&self) -> usize {
+        match self {
+            Slots::Ranges(v) => v.len(),
+            Slots::Ports(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none (never for a plan's spread).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The port range each slot SNATs to, in slot order.
+    pub fn targets(&self, ranges: &[PortSet]) -> Vec<PortSet> {
+        match self {
+            Slots::Ranges(v) => v.iter().map(|i| ranges[*i]).collect(),
+            Slots::Ports(v) => v
+                .iter()
+                .map(|p| PortSet {
+                    first: *p,
+                    last: *p,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The bucket count for `slots` round-robin slots: [`BUCKETS`], halved until buckets × slots
+/// fits [`SLOT_BUDGET`] (at least 1).
+pub fn buckets_for(slots: usize) -> u16 {
+    let mut b = BUCKETS;
+    while b > 1 && usize::from(b).saturating_mul(slots) > SLOT_BUDGET {
+        b /= 2;
+    }
+    b
+}
 
 /// Names of the named counters of our table (`render::nft` writes and reads them, `mape
 /// status` shows them).
@@ -123,6 +207,29 @@ impl SnatPlan {
         }
     }
 
+    /// How new flows are spread over the ports, for `backend`; `None` unless the address is
+    /// shared (a full address or prefix needs no round robin). nft gets per-range slots while
+    /// there are at most [`MAX_RANGE_CHAINS`] ranges and single-port slots in one flat map
+    /// beyond; iptables always gets per-range slots. Buckets: [`buckets_for`] the slot count,
+    /// except for the single-port map (one counter: buckets would each need a copy of it).
+    pub fn spread(&self, backend: Backend) -> Option<Spread> {
+        let SnatPlan::Shared { ranges, .. } = self else {
+            return None;
+        };
+        if backend == Backend::Nft && ranges.len() > MAX_RANGE_CHAINS {
+            let ports = ranges.iter().flat_map(|r| r.first..=r.last).collect();
+            return Some(Spread {
+                buckets: 1,
+                slots: Slots::Ports(ports),
+            });
+        }
+        let slots = round_robin(ranges);
+        Some(Spread {
+            buckets: buckets_for(slots.len()),
+            slots: Slots::Ranges(slots),
+        })
+    }
+
     /// The source ports flows may get: the ranges of a shared address, else all of them.
     pub fn port_ranges(&self) -> Vec<PortSet> {
         match self {
@@ -149,22 +256,44 @@ pub fn round_robin(ranges: &[PortSet]) -> Vec<usize> {
     if weights.iter().sum::<u32>() as usize > 2 * ranges.len() {
         weights = vec![1; ranges.len()];
     }
-    let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        for (c, w) in current.iter_mut().zip(&weights) {
-            *c += i64::from(*w);
+    smooth_weighted(&weights)
+}
+
+/// Smooth weighted round robin over `weights` (each ≥ 1): at every step each range's credit
+/// grows by its weight, the first range with the most credit is picked and pays the total.
+/// Ranges of equal weight are picked in index order, so only the next one of each weight is a
+/// candidate: O(slots × distinct weights), not O(slots × ranges) (32767 ranges happen).
+fn smooth_weighted(weights: &[u32]) -> Vec<usize> {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    // Per distinct weight: its ranges (ascending) and how often the group was picked.
+    let mut groups: Vec<(u32, Vec<usize>, u64)> = Vec::new();
+    for (i, w) in weights.iter().enumerate() {
+        match groups.iter_mut().find(|g| g.0 == *w) {
+            Some(g) => g.1.push(i),
+            None => groups.push((*w, vec![i], 0)),
         }
-        // The first of the largest: ties go to the lower range.
-        let mut pick = 0;
-        for (i, c) in current.iter().enumerate() {
-            if *c > current[pick] {
-                pick = i;
+    }
+    let mut out = Vec::with_capacity(total as usize);
+    for t in 1..=total {
+        // Credit of a range after t steps: t × weight − total × its picks. In a group the
+        // next range (index picks mod size) has the fewest picks, picks div size.
+        let mut best: Option<(i128, usize, usize)> = None;
+        for (gi, (w, members, picks)) in groups.iter().enumerate() {
+            let size = members.len() as u64;
+            let i = members[(*picks % size) as usize];
+            let credit =
+                i128::from(t) * i128::from(*w) - i128::from(total) * i128::from(*picks / size);
+            let better = match best {
+                None => true,
+                Some((c, j, _)) => credit > c || (credit == c && i < j),
+            };
+            if better {
+                best = Some((credit, i, gi));
             }
         }
-        current[pick] -= total;
-        out.push(pick);
+        let Some((_, i, gi)) = best else { break };
+        groups[gi].2 += 1;
+        out.push(i);
     }
     out
 }
@@ -215,6 +344,22 @@ pub struct TableReadBack {
     pub counters: Vec<(String, u64, u64)>,
     pub ifname: Option<String>,
     pub snat: Option<SnatPlan>,
+}
+
+/// Test input (also for the renderers' tests): the RFC rule `ealen=9` on a /24 (PSID length 1)
+/// with PSID offset `offset`, for 2001:db8:12:3400::/56: 192.0.2.18, PSID 0, 2^offset − 1 port
+/// sets (32767 at offset 15, the largest legal ruleset).
+#[cfg(test)]
+pub(crate) fn rfc_offset(offset: u8) -> Mapping {
+    use super::{IidFormat, Rule};
+    let mut r = Rule::new(
+        "2001:db8::/40".parse().unwrap(),
+        "192.0.2.0/24".parse().unwrap(),
+        9,
+        IidFormat::Rfc7597,
+    );
+    r.psid_offset = offset;
+    Mapping::compute(&r, "2001:db8:12:3400::/56".parse().unwrap()).unwrap()
 }
 
 #[cfg(test)]
@@ -275,6 +420,98 @@ mod tests {
             panic!()
         };
         assert_eq!(round_robin(&ranges), (0..16).collect::<Vec<_>>());
+    }
+
+    /// The grouped smooth round robin picks exactly what the plain one (every range's credit
+    /// each step) picks.
+    #[test]
+    fn smooth_weighted_matches_the_plain_algorithm() {
+        fn plain(weights: &[u32]) -> Vec<usize> {
+            let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+            let mut current = vec![0i64; weights.len()];
+            let mut out = Vec::new();
+            for _ in 0..total {
+                for (c, w) in current.iter_mut().zip(weights) {
+                    *c += i64::from(*w);
+                }
+                let mut pick = 0;
+                for (i, c) in current.iter().enumerate() {
+                    if *c > current[pick] {
+                        pick = i;
+                    }
+                }
+                current[pick] -= total;
+                out.push(pick);
+            }
+            out
+        }
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for case in 0..300 {
+            let n = 1 + (next() % 40) as usize;
+            let top = 1 + case % 5;
+            let w: Vec<u32> = (0..n).map(|_| 1 + next() % top).collect();
+            assert_eq!(smooth_weighted(&w), plain(&w), "{w:?}");
+        }
+    }
+
+    /// Buckets × slots stays within the budget, built-in sizes keep 64 buckets, and lines with
+    /// more ranges than nft should have chains get one single-port slot per port.
+    #[test]
+    fn spread_stays_within_the_budget() {
+        assert_eq!(buckets_for(15), 64);
+        assert_eq!(buckets_for(126), 64); // OCN with every set cut in two weighted pieces
+        assert_eq!(buckets_for(255), 32);
+        assert_eq!(buckets_for(511), 16);
+        assert_eq!(buckets_for(1023), 8);
+        assert_eq!(buckets_for(32767), 1);
+        for offset in 0..=15 {
+            let m = rfc_offset(offset);
+            let plan = SnatPlan::new(&m, &[]).unwrap();
+            let SnatPlan::Shared { ranges, .. } = &plan else {
+                panic!("offset {offset}: shared")
+            };
+            let ports: u32 = ranges.iter().map(PortSet::len).sum();
+            for backend in [Backend::Nft, Backend::Iptables] {
+                let s = plan.spread(backend).unwrap();
+                assert!(
+                    usize::from(s.buckets) * s.slots.len() <= SLOT_BUDGET.max(ports as usize),
+                    "offset {offset} {backend:?}"
+                );
+                let t = s.slots.targets(ranges);
+                // Every port is some slot's, and no slot SNATs outside the plan.
+                let covered: u32 = {
+                    let mut u = t.clone();
+                    u.sort();
+                    u.dedup();
+                    u.iter().map(PortSet::len).sum()
+                };
+                assert_eq!(covered, ports, "offset {offset} {backend:?}");
+                match (&s.slots, backend) {
+                    (Slots::Ports(p), Backend::Nft) => {
+                        assert!(ranges.len() > MAX_RANGE_CHAINS, "offset {offset}");
+                        assert_eq!(p.len() as u32, ports);
+                        assert_eq!(s.buckets, 1);
+                    }
+                    (Slots::Ranges(_), _) => {
+                        assert!(
+                            backend == Backend::Iptables || ranges.len() <= MAX_RANGE_CHAINS,
+                            "offset {offset}"
+                        );
+                    }
+                    (Slots::Ports(_), Backend::Iptables) => panic!("iptables has no port map"),
+                }
+            }
+        }
+        assert_eq!(
+            SnatPlan::Single(Ipv4Addr::LOCALHOST).spread(Backend::Nft),
+            None
+        );
     }
 
     #[test]
