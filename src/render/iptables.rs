@@ -1,8 +1,11 @@
 //! The same SNAT and MSS clamping as [`crate::render::nft`], for hosts that still use iptables:
 //! an `iptables-restore` file. It formats the engine's [`SnatPlan`] the same way:
 //!
-//! - per protocol (TCP, UDP), `HMARK` hashes the destination address and port into one of
-//!   [`BUCKETS`] marks, and one rule per bucket jumps to that bucket's chain;
+//! - per protocol (TCP, UDP), `HMARK` hashes the destination address and port into one of the
+//!   plan's buckets (64 for every built-in ISP; fewer for lines with many port sets, so that
+//!   buckets × slots stays within [`crate::engine::SLOT_BUDGET`]: iptables cannot share a
+//!   cascade between buckets), and one rule per bucket jumps to that bucket's chain. With one
+//!   bucket there is no HMARK, only a jump;
 //! - a bucket chain spreads new flows over the port ranges with a cascade of `statistic`
 //!   matches: of N ranges, rule i matches every (N−i)th packet that reaches it and the last
 //!   takes what is left. Each rule counts only the packets that got past the rules before it
@@ -23,9 +26,9 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::{round_robin, Mapping, PortSet, SnatError, SnatPlan, BUCKETS};
+use crate::engine::{Backend, Mapping, PortSet, SnatError, SnatPlan};
 
-/// The first HMARK mark: buckets are `MARK_BASE + 0 … MARK_BASE + BUCKETS − 1`.
+/// The first HMARK mark: buckets are `MARK_BASE + 0 …` (one mark per bucket).
 const MARK_BASE: u32 = 0x4d41_0000;
 /// HMARK's hash seeds for TCP and UDP (different, as nft's jhash seeds).
 const RND_TCP: u32 = 0x6d61_7065;
@@ -82,25 +85,26 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
     }
     let _ = writeln!(s, ":{chain} - [0:0]");
     let mut rules = vec![format!("-A POSTROUTING -o {dev} -j {chain}")];
-    match &plan {
-        SnatPlan::Shared { addr, ranges, .. } => {
+    match (&plan, plan.spread(Backend::Iptables)) {
+        (SnatPlan::Shared { addr, ranges, .. }, Some(spread)) => {
             // Round-robin slots (one per range, or in proportion to the ranges' ports).
-            let slots = round_robin(ranges);
-            let n = slots.len();
+            let targets = spread.slots.targets(ranges);
+            let n = targets.len();
+            let b = spread.buckets;
             let _ = writeln!(
                 s,
                 "# New flows to one destination take the {n} round-robin slots (port ranges) in turn: HMARK puts the destination"
             );
             let _ = writeln!(
                 s,
-                "# (address, port) in one of {BUCKETS} buckets; in a bucket's chain rule i of {n} matches every"
+                "# (address, port) in one of {b} buckets; in a bucket's chain rule i of {n} matches every"
             );
             let _ = writeln!(
                 s,
                 "# ({n}-i)th flow that reaches it and the last rule takes the rest."
             );
             let cascade = |rules: &mut Vec<String>, from: &str, proto: &str| {
-                for (i, r) in slots.iter().map(|s| &ranges[*s]).enumerate() {
+                for (i, r) in targets.iter().enumerate() {
                     let to = to_source(*addr, r);
                     rules.push(if i + 1 < n {
                         format!(
@@ -113,15 +117,22 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
                 }
             };
             for (proto, tag, rnd) in [("tcp", 't', RND_TCP), ("udp", 'u', RND_UDP)] {
+                if b == 1 {
+                    // One counter: no hash, one chain.
+                    let bc = format!("{chain}_{tag}0");
+                    let _ = writeln!(s, ":{bc} - [0:0]");
+                    rules.push(format!("-A {chain} -p {proto} -j {bc}"));
+                    continue;
+                }
                 rules.push(format!(
-                    "-A {chain} -p {proto} -j HMARK --hmark-tuple dst,dport --hmark-mod {BUCKETS} --hmark-offset {MARK_BASE:#x} --hmark-rnd {rnd:#x}"
+                    "-A {chain} -p {proto} -j HMARK --hmark-tuple dst,dport --hmark-mod {b} --hmark-offset {MARK_BASE:#x} --hmark-rnd {rnd:#x}"
                 ));
-                for b in 0..BUCKETS {
-                    let bc = format!("{chain}_{tag}{b}");
+                for i in 0..b {
+                    let bc = format!("{chain}_{tag}{i}");
                     let _ = writeln!(s, ":{bc} - [0:0]");
                     rules.push(format!(
                         "-A {chain} -p {proto} -m mark --mark {:#x} -j {bc}",
-                        MARK_BASE + u32::from(b)
+                        MARK_BASE + u32::from(i)
                     ));
                 }
             }
@@ -132,16 +143,18 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
             // still leave with our address rather than a private one.
             rules.push(format!("-A {chain} -j SNAT --to-source {addr}"));
             for (proto, tag) in [("tcp", 't'), ("udp", 'u')] {
-                for b in 0..BUCKETS {
-                    cascade(&mut rules, &format!("{chain}_{tag}{b}"), proto);
+                for i in 0..b {
+                    cascade(&mut rules, &format!("{chain}_{tag}{i}"), proto);
                 }
             }
             cascade(&mut rules, &ic, "icmp");
         }
-        SnatPlan::Prefix { first, last } => {
+        (SnatPlan::Shared { addr, .. }, None) | (SnatPlan::Single(addr), _) => {
+            rules.push(format!("-A {chain} -j SNAT --to-source {addr}"))
+        }
+        (SnatPlan::Prefix { first, last }, _) => {
             rules.push(format!("-A {chain} -j SNAT --to-source {first}-{last}"));
         }
-        SnatPlan::Single(a) => rules.push(format!("-A {chain} -j SNAT --to-source {a}")),
     }
     for r in rules {
         let _ = writeln!(s, "{r}");

@@ -4,20 +4,29 @@
 //! firewall reload leaves it alone. The script replaces the table atomically: `nft -f` runs it
 //! as one transaction (add, delete, re-create), and applying it twice equals applying it once.
 //!
-//! SNAT formats the engine's [`SnatPlan`]. On a shared address (docs/port-allocation.md):
+//! SNAT formats the engine's [`SnatPlan`] as its [`Spread`] says. On a shared address
+//! (docs/port-allocation.md) with up to [`MAX_RANGE_CHAINS`](crate::engine::MAX_RANGE_CHAINS)
+//! port ranges (every built-in ISP):
 //! - one chain per port range, `set_<i>`, with `snat ip to <v4>:<lo>-<hi>` for TCP, UDP and
 //!   ICMP (ICMP maps the echo identifier into the range: without it IPv4 ping breaks on a shared
 //!   address). The kernel picks a free port inside the range;
-//! - per protocol, [`BUCKETS`] round-robin chains `tcp_<b>` / `udp_<b>`:
+//! - per protocol, one round-robin chain per bucket, `tcp_<b>` / `udp_<b>`:
 //!   `numgen inc mod <slots> vmap { 0 : goto set_0, … }` (one slot per range, or slots in
-//!   proportion to the ranges' ports when `ports_exclude` cut some short: [`round_robin`]);
-//! - in `srcnat`, `jhash ip daddr . tcp dport mod BUCKETS seed … vmap { b : goto tcp_b, … }`
+//!   proportion to the ranges' ports when `ports_exclude` cut some short);
+//! - in `srcnat`, `jhash ip daddr . tcp dport mod <buckets> seed … vmap { b : goto tcp_b, … }`
 //!   (the same for UDP), so the flows to one destination address and port take every range in
-//!   turn on a counter that other traffic rarely moves. ICMP echo takes one counter.
+//!   turn on a counter that other traffic rarely moves. ICMP echo takes one counter. 64 buckets,
+//!   fewer when buckets × slots would pass [`SLOT_BUDGET`](crate::engine::SLOT_BUDGET).
+//!
+//! With more ranges (PSID offset 11 and up: at most 16 ports each) chains would cost far more
+//! than one map entry per port, so one chain `ports` holds one map of every port, shared by TCP,
+//! UDP and ICMP: `meta l4proto { tcp, udp, icmp } snat ip to <v4> : numgen inc mod <ports> map
+//! { 0 : <port>, … }`, one counter. The script stays below [`MAX_SCRIPT`] for every legal rule.
 //!
 //! The chain runs at `srcnat - 1`, before fw4's masquerade, and the first NAT binding made for a
 //! connection wins. Everything here is nft syntax older than nftables 1.0.2 (OpenWrt 22.03):
-//! the test bed loads it with Debian 11's nftables 0.9.8 too (tests/netns.rs).
+//! both shapes load and run with Debian's nftables 0.9.8, 1.0.6 and 1.1.3
+//! (docs/port-allocation.md).
 //!
 //! [`read_table`] reads `nft list table` (or this script) back for `mape status`.
 
@@ -25,13 +34,18 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use crate::engine::Mapping;
-use crate::engine::{round_robin, PortSet, SnatError, SnatPlan, TableReadBack, BUCKETS};
+use crate::engine::{Backend, PortSet, Slots, SnatError, SnatPlan, Spread, TableReadBack};
 
 /// The table's named counters (their names live in the engine, beside the plan they count,
 /// so that `mape status` can show them without importing this module).
 pub use crate::engine::counters::{COUNTERS, MSS_CLAMP, SNAT_ICMP, SNAT_OTHER, SNAT_TCP, SNAT_UDP};
 /// The named set that lists the `ports_exclude` ranges (read back by `mape status`).
 pub const EXCLUDE_SET: &str = "ports_exclude";
+/// The largest script [`ruleset`] writes for any legal rule, in bytes (a line with 32767 port
+/// sets writes about 480 KB: one map entry per port). Tests hold the script to it.
+pub const MAX_SCRIPT: usize = 640 * 1024;
+/// The chain with the single-port map (lines with very many port sets).
+const PORT_CHAIN: &str = "ports";
 
 /// jhash seeds of the TCP and UDP buckets: different, so that a TCP and a UDP destination on
 /// the same address and port (HTTPS and QUIC) do not share a counter.
@@ -83,51 +97,15 @@ pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
     }
     let _ = writeln!(s, "\t}}");
     let mut srcnat = Vec::new();
-    match &plan {
-        SnatPlan::Shared { addr, ranges, .. } => {
-            for (i, r) in ranges.iter().enumerate() {
-                let _ = writeln!(s, "\tchain set_{i} {{");
-                for proto in ["tcp", "udp", "icmp"] {
-                    let _ = writeln!(
-                        s,
-                        "\t\tmeta l4proto {proto} snat ip to {addr}:{}",
-                        ports(r, "-")
-                    );
-                }
-                let _ = writeln!(s, "\t}}");
-            }
-            // Round-robin slots: range i once each, or in proportion to its ports when
-            // `ports_exclude` cut some short.
-            let slots = round_robin(ranges);
-            let n = slots.len();
-            let to_sets = vmap(slots.iter().map(|i| format!("goto set_{i}")));
-            for proto in ["tcp", "udp"] {
-                for b in 0..BUCKETS {
-                    let _ = writeln!(s, "\tchain {proto}_{b} {{");
-                    let _ = writeln!(s, "\t\tnumgen inc mod {n} vmap {to_sets}");
-                    let _ = writeln!(s, "\t}}");
-                }
-            }
-            for (proto, c, seed) in [("tcp", SNAT_TCP, SEED_TCP), ("udp", SNAT_UDP, SEED_UDP)] {
-                let buckets = vmap((0..BUCKETS).map(|b| format!("goto {proto}_{b}")));
-                srcnat.push(format!(
-                    "oifname \"{dev}\" meta l4proto {proto} counter name \"{c}\" jhash ip daddr . {proto} dport mod {BUCKETS} seed {seed:#010x} vmap {buckets}"
-                ));
-            }
-            srcnat.push(format!(
-                "oifname \"{dev}\" meta l4proto icmp counter name \"{SNAT_ICMP}\" numgen inc mod {n} vmap {to_sets}"
-            ));
-            // Protocols without ports cannot be told apart by the BR on a shared address; they
-            // still leave with our address rather than a private one.
-            srcnat.push(format!(
-                "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {addr}"
-            ));
+    match (&plan, plan.spread(Backend::Nft)) {
+        (SnatPlan::Shared { addr, ranges, .. }, Some(spread)) => {
+            shared(&mut s, &mut srcnat, dev, *addr, ranges, &spread);
         }
-        SnatPlan::Prefix { first, last } => srcnat.push(format!(
+        (SnatPlan::Shared { addr, .. }, None) | (SnatPlan::Single(addr), _) => srcnat.push(
+            format!("oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {addr}"),
+        ),
+        (SnatPlan::Prefix { first, last }, _) => srcnat.push(format!(
             "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {first}-{last}"
-        )),
-        SnatPlan::Single(a) => srcnat.push(format!(
-            "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {a}"
         )),
     }
     let _ = writeln!(s, "\tchain srcnat {{");
@@ -157,6 +135,76 @@ pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
     Ok(s)
 }
 
+/// The chains of a shared address (written into `s`) and its `srcnat` rules (pushed to
+/// `srcnat`), as `spread` says.
+fn shared(
+    s: &mut String,
+    srcnat: &mut Vec<String>,
+    dev: &str,
+    addr: Ipv4Addr,
+    ranges: &[PortSet],
+    spread: &Spread,
+) {
+    let n = spread.slots.len();
+    match &spread.slots {
+        Slots::Ranges(slots) => {
+            for (i, r) in ranges.iter().enumerate() {
+                let _ = writeln!(s, "\tchain set_{i} {{");
+                for proto in ["tcp", "udp", "icmp"] {
+                    let _ = writeln!(
+                        s,
+                        "\t\tmeta l4proto {proto} snat ip to {addr}:{}",
+                        ports(r, "-")
+                    );
+                }
+                let _ = writeln!(s, "\t}}");
+            }
+            let to_sets = elements(slots.iter().map(|i| format!("goto set_{i}")));
+            let b = spread.buckets;
+            for (proto, c, seed) in [("tcp", SNAT_TCP, SEED_TCP), ("udp", SNAT_UDP, SEED_UDP)] {
+                let head = format!("oifname \"{dev}\" meta l4proto {proto} counter name \"{c}\"");
+                if b == 1 {
+                    srcnat.push(format!("{head} numgen inc mod {n} vmap {to_sets}"));
+                    continue;
+                }
+                for i in 0..b {
+                    let _ = writeln!(s, "\tchain {proto}_{i} {{");
+                    let _ = writeln!(s, "\t\tnumgen inc mod {n} vmap {to_sets}");
+                    let _ = writeln!(s, "\t}}");
+                }
+                let buckets = elements((0..b).map(|i| format!("goto {proto}_{i}")));
+                srcnat.push(format!(
+                    "{head} jhash ip daddr . {proto} dport mod {b} seed {seed:#010x} vmap {buckets}"
+                ));
+            }
+            srcnat.push(format!(
+                "oifname \"{dev}\" meta l4proto icmp counter name \"{SNAT_ICMP}\" numgen inc mod {n} vmap {to_sets}"
+            ));
+        }
+        Slots::Ports(list) => {
+            // One anonymous map of every port, in one chain that TCP, UDP and ICMP share: a
+            // chain per range would cost far more (docs/port-allocation.md).
+            let map = elements(list.iter().map(u16::to_string));
+            let _ = writeln!(s, "\tchain {PORT_CHAIN} {{");
+            let _ = writeln!(
+                s,
+                "\t\tmeta l4proto {{ tcp, udp, icmp }} snat ip to {addr} : numgen inc mod {n} map {map}"
+            );
+            let _ = writeln!(s, "\t}}");
+            for (proto, c) in [("tcp", SNAT_TCP), ("udp", SNAT_UDP), ("icmp", SNAT_ICMP)] {
+                srcnat.push(format!(
+                    "oifname \"{dev}\" meta l4proto {proto} counter name \"{c}\" goto {PORT_CHAIN}"
+                ));
+            }
+        }
+    }
+    // Protocols without ports cannot be told apart by the BR on a shared address; they still
+    // leave with our address rather than a private one.
+    srcnat.push(format!(
+        "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {addr}"
+    ));
+}
+
 /// The script that removes our table (and succeeds if it is already gone).
 pub fn delete_script(table: &str) -> String {
     format!("add table ip {table}\ndelete table ip {table}\n")
@@ -171,8 +219,8 @@ fn ports(r: &PortSet, sep: &str) -> String {
     }
 }
 
-fn vmap(verdicts: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = verdicts
+fn elements(values: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = values
         .enumerate()
         .map(|(i, v)| format!("{i} : {v}"))
         .collect();
@@ -271,17 +319,35 @@ pub fn read_table(text: &str) -> TableReadBack {
             continue;
         };
         take_ifname(&mut t, &words);
-        if let Some(body) = line
-            .split_once("map {")
-            .and_then(|(_, rest)| rest.split_once('}'))
-            .map(|(b, _)| b)
-        {
+        if let Some((head, rest)) = line.split_once("map {") {
+            // The elements may wrap onto the next lines (nft's listing does that for big maps).
+            let mut body = rest.to_string();
+            while !body.contains('}') {
+                let Some(l) = lines.next() else { break };
+                body.push(' ');
+                body.push_str(l);
+            }
+            let body = body.split_once('}').map_or(body.as_str(), |(b, _)| b);
+            // A port map names the address before it (`to <v4> : numgen …`, listed as
+            // `to <v4>:numgen …`); an older mape's map gives address and ports in each element.
+            let port_map = head
+                .split_once(" to ")
+                .and_then(|(_, to)| to.split(':').next())
+                .and_then(|a| a.trim().parse::<Ipv4Addr>().ok());
             for item in body.split(',') {
-                if let Some((_, target)) = item.split_once(':') {
-                    if let Some(Target::Ports(a, r)) = parse_target(target) {
-                        addr.get_or_insert(a);
-                        ranges.push(r);
-                    }
+                let Some((_, target)) = item.split_once(':') else {
+                    continue;
+                };
+                let found = match port_map {
+                    Some(a) => parse_range(target.trim()).map(|r| (a, r)),
+                    None => match parse_target(target) {
+                        Some(Target::Ports(a, r)) => Some((a, r)),
+                        _ => None,
+                    },
+                };
+                if let Some((a, r)) = found {
+                    addr.get_or_insert(a);
+                    ranges.push(r);
                 }
             }
             continue;
@@ -301,8 +367,16 @@ pub fn read_table(text: &str) -> TableReadBack {
             None => {}
         }
     }
+    // A single-port map lists every port: adjacent ports are one range again (the ranges of a
+    // plan never touch each other: port sets are apart, and exclusions lie between pieces).
     ranges.sort();
-    ranges.dedup();
+    let ranges = ranges.into_iter().fold(Vec::<PortSet>::new(), |mut v, r| {
+        match v.last_mut() {
+            Some(l) if u32::from(r.first) <= u32::from(l.last) + 1 => l.last = l.last.max(r.last),
+            _ => v.push(r),
+        }
+        v
+    });
     excluded.sort();
     excluded.dedup();
     t.snat = match (addr, plain) {
@@ -332,6 +406,7 @@ fn take_ifname(t: &mut TableReadBack, words: &[&str]) {
 mod tests {
     use super::*;
     use crate::engine::fixtures::v6plus;
+    use crate::engine::{rfc_offset as offset, BUCKETS};
 
     fn script(m: &Mapping, exclude: &[PortSet]) -> String {
         ruleset(&NftParams {
@@ -434,6 +509,41 @@ mod tests {
         Mapping::compute(&r, prefix.parse().unwrap()).unwrap()
     }
 
+    /// Many port sets: buckets shrink to the budget, and past [`MAX_RANGE_CHAINS`] ranges one
+    /// map of single ports replaces the chains; the script stays small for every offset.
+    #[test]
+    fn many_sets_stay_small() {
+        let s = script(&offset(8), &[]);
+        assert_eq!(s.matches("\tchain set_").count(), 255);
+        assert_eq!(s.matches("\tchain tcp_").count(), 32);
+        assert!(s.contains("jhash ip daddr . tcp dport mod 32 seed 0x6d617065"));
+        let s = script(&offset(10), &[]);
+        assert_eq!(s.matches("\tchain set_").count(), 1023);
+        assert_eq!(s.matches("\tchain udp_").count(), 8);
+        let s = script(&offset(15), &[]);
+        assert!(!s.contains("chain set_") && !s.contains("jhash"), "flat");
+        assert_eq!(s.matches("goto ports").count(), 3);
+        let map = s
+            .lines()
+            .find(|l| {
+                l.contains("snat ip to 192.0.2.18 : numgen inc mod 32767 map { 0 : 2, 1 : 4, ")
+            })
+            .unwrap();
+        assert!(
+            map.starts_with("\t\tmeta l4proto { tcp, udp, icmp } snat"),
+            "{map}"
+        );
+        assert!(
+            map.ends_with(", 32766 : 65534 }"),
+            "{}",
+            &map[map.len() - 40..]
+        );
+        for o in 0..=15 {
+            let s = script(&offset(o), &[]);
+            assert!(s.len() <= MAX_SCRIPT, "offset {o}: {} bytes", s.len());
+        }
+    }
+
     /// Parse next to emit: what the reader gets from our own script is the plan it was made
     /// from, with every counter. (tests/netns.rs checks the same on the kernel's listing.)
     #[test]
@@ -453,6 +563,14 @@ mod tests {
             ("BIGLOBE", builtin("2404:7a81:1122:3300::/56"), vec![]),
             ("RFC IPv4 prefix", rfc(4, "2001:db8:10::/44"), vec![]),
             ("RFC full address", rfc(8, "2001:db8:12::/48"), vec![]),
+            ("offset 10, 1023 sets", offset(10), vec![ps(2048, 2050)]),
+            (
+                "offset 12, 4095 sets",
+                offset(12),
+                vec![ps(16, 17), ps(4096, 4103)],
+            ),
+            ("offset 15, 32767 sets", offset(15), vec![ps(6, 6)]),
+            ("offset 15, no exclusions", offset(15), vec![]),
         ];
         for (name, m, x) in cases {
             let plan = SnatPlan::new(&m, &x).unwrap();
@@ -520,6 +638,16 @@ mod tests {
             })
         );
         assert_eq!(read_table("junk {\n}").snat, None);
+        // A single-port map as nft lists it, wrapped: adjacent ports are one range again.
+        let listed = "table ip mape_x {\n\tchain ports {\n\t\tmeta l4proto { icmp, tcp, udp } snat to 192.0.2.18:numgen inc mod 5 map { 0 : 4, 1 : 5,\n\t\t\t2 : 8, 3 : 12,\n\t\t\t4 : 13 }\n\t}\n\tchain srcnat {\n\t\toifname \"map-x\" meta l4proto tcp counter name \"snat_tcp\" goto ports\n\t\toifname \"map-x\" counter name \"snat_other\" snat to 192.0.2.18\n\t}\n}\n";
+        let t = read_table(listed);
+        assert_eq!(t.ifname.as_deref(), Some("map-x"));
+        let Some(SnatPlan::Shared { addr, ranges, .. }) = t.snat else {
+            panic!("{t:?}")
+        };
+        assert_eq!(addr, Ipv4Addr::new(192, 0, 2, 18));
+        let ps = |first, last| PortSet { first, last };
+        assert_eq!(ranges, [ps(4, 5), ps(8, 8), ps(12, 13)]);
         // A hostile device name is not used as a path.
         let bad = old.replace("map-wanmap", "../../etc");
         assert_eq!(read_table(&bad).ifname, None);
