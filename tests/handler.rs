@@ -696,6 +696,16 @@ fn the_largest_legal_rule_gives_a_bounded_update() {
     assert!(up.to_string().len() < 4096, "{}", up.to_string().len());
     let rec = mape::state::MappingRecord::from_json(mape).unwrap();
     assert_eq!(rec.port_sets.len(), 32767);
+    // The nft script is bounded too: one map of single ports, no chain per set
+    // (tests/netns.rs loads it into the real kernel).
+    let nft = &sys.nft[0];
+    assert!(
+        nft.len() <= mape::render::nft::MAX_SCRIPT,
+        "{} bytes",
+        nft.len()
+    );
+    assert!(!nft.contains("chain set_"));
+    assert!(nft.contains("numgen inc mod 32767 map { 0 : 2, 1 : 4, "));
     assert_eq!(
         rec.port_sets.iter().map(|s| s.len()).sum::<u32>(),
         rec.port_count
