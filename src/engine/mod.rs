@@ -11,8 +11,6 @@ pub use mapping::{CeAddress, MapError, Mapping};
 pub use ports::{psid_from_left_aligned, PortParams, PortSet};
 pub use prefix::{CustomerPrefix, PrefixError};
 pub use rule::{IidFormat, Rule, RuleError};
-#[cfg(test)]
-pub(crate) use snat::rfc_offset;
 pub use snat::{
     buckets_for, counters, round_robin, Backend, Slots, SnatError, SnatPlan, Spread, TableReadBack,
     BUCKETS, MAX_RANGE_CHAINS, SLOT_BUDGET,
@@ -61,5 +59,19 @@ pub(crate) mod fixtures {
         );
         r.psid_offset = 4;
         Mapping::compute(&r, "240b:10:3f6c:d400::/56".parse().unwrap()).unwrap()
+    }
+
+    /// The RFC rule `ealen=9` on a /24 (PSID length 1) with PSID offset `offset`, for
+    /// 2001:db8:12:3400::/56: 192.0.2.18, PSID 0, 2^offset − 1 port sets (32767 at offset 15,
+    /// the largest legal ruleset).
+    pub fn rfc_offset(offset: u8) -> Mapping {
+        let mut r = Rule::new(
+            "2001:db8::/40".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+            9,
+            IidFormat::Rfc7597,
+        );
+        r.psid_offset = offset;
+        Mapping::compute(&r, "2001:db8:12:3400::/56".parse().unwrap()).unwrap()
     }
 }

@@ -346,22 +346,6 @@ pub struct TableReadBack {
     pub snat: Option<SnatPlan>,
 }
 
-/// Test input (also for the renderers' tests): the RFC rule `ealen=9` on a /24 (PSID length 1)
-/// with PSID offset `offset`, for 2001:db8:12:3400::/56: 192.0.2.18, PSID 0, 2^offset − 1 port
-/// sets (32767 at offset 15, the largest legal ruleset).
-#[cfg(test)]
-pub(crate) fn rfc_offset(offset: u8) -> Mapping {
-    use super::{IidFormat, Rule};
-    let mut r = Rule::new(
-        "2001:db8::/40".parse().unwrap(),
-        "192.0.2.0/24".parse().unwrap(),
-        9,
-        IidFormat::Rfc7597,
-    );
-    r.psid_offset = offset;
-    Mapping::compute(&r, "2001:db8:12:3400::/56".parse().unwrap()).unwrap()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,7 +455,7 @@ mod tests {
         assert_eq!(buckets_for(1023), 8);
         assert_eq!(buckets_for(32767), 1);
         for offset in 0..=15 {
-            let m = rfc_offset(offset);
+            let m = crate::engine::fixtures::rfc_offset(offset);
             let plan = SnatPlan::new(&m, &[]).unwrap();
             let SnatPlan::Shared { ranges, .. } = &plan else {
                 panic!("offset {offset}: shared")

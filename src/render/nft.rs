@@ -405,8 +405,8 @@ fn take_ifname(t: &mut TableReadBack, words: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::fixtures::v6plus;
-    use crate::engine::{rfc_offset as offset, BUCKETS};
+    use crate::engine::fixtures::{rfc_offset as offset, v6plus};
+    use crate::engine::BUCKETS;
 
     fn script(m: &Mapping, exclude: &[PortSet]) -> String {
         ruleset(&NftParams {
