@@ -5,9 +5,10 @@
 # address and nft table, the ip6tnl) and `br` (a BR decapsulating with ip6tnl, and the IPv4
 # server 203.0.113.10). The handler is our static binary of this architecture
 # (/usr/sbin/mape), run for real in `ce`: the CE address goes in over its own rtnetlink code,
-# the nft table through Debian's nft of this architecture; its ubus calls reach a fake ubus
-# (tests/e2e/fake-ubus) that answers wan6's status and records the rest, and a stand-in for
-# netifd (standin.sh) creates the tunnel from the recorded notify payload.
+# the nft table through Debian's nft of this architecture; its ubus client talks over a Unix
+# socket to fake_ubusd (examples/fake_ubusd.rs, built for this architecture: ubusd's protocol,
+# wan6's status from a file, every other call recorded), and a stand-in for netifd
+# (standin.sh) creates the tunnel from the recorded notify payload.
 #
 # The expected values come from RFC 7597's example, not from mape: rule 2001:db8::/40 ->
 # 192.0.2.0/24, 16 EA bits, PSID offset 6; the prefix 2001:db8:12:3400::/56 gives IPv4
@@ -25,9 +26,8 @@ NEGATIVE=${NEGATIVE:-1}
 ip() { /sbin/ip "$@"; }
 MAPE=/usr/sbin/mape
 W=/tmp/bed
-mkdir -p "$W/fakebin" "$W/ubus/status" "$W/state"
-printf '#!/bin/sh\nexec /bin/sh /arch/fake-ubus "$@"\n' >"$W/fakebin/ubus"
-chmod 755 "$W/fakebin/ubus"
+UBUS_SOCK=$W/ubus.sock
+mkdir -p "$W/ubus/status" "$W/state"
 
 RULE='type=map-e,ipv6prefix=2001:db8::,prefix6len=40,ipv4prefix=192.0.2.0,prefix4len=24,ealen=16,offset=6,br=2001:db8:ffff::1'
 BR=2001:db8:ffff::1
@@ -129,7 +129,19 @@ port_check() {
 	echo "$n seen: $(seen "$1" | tr '\n' ' ')"
 }
 
-# ---- the handler, run for real with the fake ubus --------------------------------------------
+# ---- the handler, run for real against fake_ubusd ---------------------------------------------
+ubusd_start() { # fake_ubusd on $UBUS_SOCK serving $W/ubus; waits for its socket (5 s)
+	local n=0
+	/usr/sbin/fake_ubusd "$UBUS_SOCK" "$W/ubus" 2>"$W/fake_ubusd.log" &
+	UBUSD_PID=$!
+	while [ ! -S "$UBUS_SOCK" ] && [ $n -lt 50 ]; do
+		kill -0 $UBUSD_PID 2>/dev/null || return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+	[ -S "$UBUS_SOCK" ]
+}
+
 wan6_status() {
 	cat >"$W/ubus/status/wan6.json" <<EOF
 {"up":true,"pending":false,"available":true,"proto":"static","l3_device":"wan","device":"wan",
@@ -141,7 +153,7 @@ EOF
 
 handler() { # setup|teardown CONFIG: runs it in ce; $W/h.out, $W/h.err, $W/ubus/calls.jsonl, $hrc
 	: >"$W/ubus/calls.jsonl"
-	PATH="$W/fakebin:$PATH" FAKE_UBUS_DIR="$W/ubus" MAPE_STATE_DIR="$W/state" \
+	MAPE_UBUS_SOCKET="$UBUS_SOCK" MAPE_STATE_DIR="$W/state" \
 		ip netns exec ce $MAPE netifd mape "$1" $IFACE "$2" >"$W/h.out" 2>"$W/h.err"
 	hrc=$?
 	# netifd remembers the last update of the interface; so does the stand-in's input
@@ -231,11 +243,17 @@ if ! topology >"$W/topology.log" 2>&1; then
 fi
 servers
 wan6_status
+if ! ubusd_start; then
+	bad "fake_ubusd (ubusd + netifd stand-in) did not listen on $UBUS_SOCK: $(tr '\n' ' ' <"$W/fake_ubusd.log" | cut -c1-300)"
+	echo "$pass passed, $fail failed"
+	exit 1
+fi
 before=$(snapshot)
 
 # 2. setup: the real handler (netlink, nft), then the stand-in (tunnel from the payload)
 handler setup "$CFG"
-if [ $hrc = 0 ] && [ -z "$(errors)" ]; then ok "handler setup (real rtnetlink + nft $(nft --version | cut -d' ' -f2)): exit 0, no error output"
+ncalls=$(grep -c . "$W/ubus/calls.jsonl")
+if [ $hrc = 0 ] && [ -z "$(errors)" ]; then ok "handler setup (real rtnetlink + nft $(nft --version | cut -d' ' -f2), ubus over fake_ubusd's socket: $ncalls call(s) recorded): exit 0, no error output"
 else bad "handler setup: exit $hrc: $(tr '\n' ' ' <"$W/h.err" | cut -c1-400)"; fi
 
 addr=$(ip -n ce -6 addr show dev wan | grep " $CE/128 ")
@@ -340,6 +358,10 @@ if [ "$NEGATIVE" = 1 ] && [ "$BREAK_PSID" != 1 ]; then
 	teardown_check "$CFG_WRONG" "negative control: teardown"
 fi
 
+# fake_ubusd writes to its log only when something went wrong (a message it could not read, a
+# reply it could not send, a status file it could not parse).
+kill $UBUSD_PID 2>/dev/null
+[ ! -s "$W/fake_ubusd.log" ] || bad "fake_ubusd reported: $(tr '\n' ' ' <"$W/fake_ubusd.log" | cut -c1-300)"
 # (device-name lookups, "netdev-<name>", are what `ip link` asks for a missing device: not modules)
 req=$(grep -v -e "-- $TUN\$" -e "-- netdev-" /tmp/modprobe-requests 2>/dev/null | sort -u | tr '\n' ' ')
 [ -z "$req" ] || say "modules the kernel asked for (not in the initramfs): $req"
