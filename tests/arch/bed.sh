@@ -76,12 +76,12 @@ topology() {
 		brx nft -f - <<EOF
 table ip srv {
 	set tcp_sports { typeof tcp sport; flags dynamic; size 4096; }
-	set udp_sports { typeof udp sport; flags dynamic; size 4096; }
+	set udp_sports { typeof udp sport . udp dport; flags dynamic; size 4096; }
 	set icmp_ids { typeof icmp id; flags dynamic; size 4096; }
 	chain input {
 		type filter hook input priority filter; policy accept;
 		ip daddr $SERVER ip saddr 192.0.2.0/24 tcp flags syn add @tcp_sports { tcp sport }
-		ip daddr $SERVER ip saddr 192.0.2.0/24 udp dport 7001-7010 add @udp_sports { udp sport }
+		ip daddr $SERVER ip saddr 192.0.2.0/24 udp dport 7001-7010 add @udp_sports { udp sport . udp dport }
 		ip daddr $SERVER ip saddr 192.0.2.0/24 icmp type echo-request add @icmp_ids { icmp id }
 	}
 }
@@ -113,10 +113,15 @@ in_set() { # port psid: RFC 7597 with a = 6, k = 8, m = 2 (ports with A = 0 are 
 	[ $((($1 >> 2) & 255)) -eq "$2" ] && [ $(($1 >> 10)) -ge 1 ]
 }
 
-# port_check SET MIN PSID: every element in PSID's set, at least MIN of them. Prints the verdict.
+# port_check SET MIN PSID: every element's port (the first field of `sport . dport`) in PSID's
+# set, at least MIN elements. Prints the verdict. The UDP flows go to five destination ports and
+# the CE's table spreads each destination's flows over the sets on its own (a round-robin counter
+# per destination bucket), so two of them may leave by the same source port: their set is keyed
+# by source and destination port, one element per flow.
 port_check() {
-	local n=0 stray= p
-	for p in $(seen "$1"); do
+	local n=0 stray= e p
+	for e in $(seen "$1"); do
+		p=${e%%.*}
 		n=$((n + 1))
 		in_set "$p" "$3" || stray="$stray $p"
 	done
@@ -126,7 +131,7 @@ port_check() {
 		return 1
 	fi
 	[ "$n" -ge "$2" ] || { echo "only $n of $2 flows reached the server"; return 1; }
-	echo "$n seen: $(seen "$1" | tr '\n' ' ')"
+	echo "$n seen: $(seen "$1" | sed 's/\./->/' | tr '\n' ' ')"
 }
 
 # ---- the handler, run for real against fake_ubusd ---------------------------------------------
@@ -206,10 +211,10 @@ say "guest $(uname -m), kernel $(uname -r); nft $(nft --version 2>&1 | cut -d' '
 
 # 1. kernel features and our binary
 missing=
-for m in ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nf_nat nf_conntrack veth; do
+for m in ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nft_hash nf_nat nf_conntrack veth; do
 	[ -d /sys/module/$m ] || missing="$missing $m"
 done
-if [ -z "$missing" ]; then ok "kernel $(uname -r): ip6_tunnel, nf_tables NAT (nft_nat, nft_chain_nat, nft_numgen), veth loaded"
+if [ -z "$missing" ]; then ok "kernel $(uname -r): ip6_tunnel, nf_tables NAT (nft_nat, nft_chain_nat, nft_numgen, nft_hash), veth loaded"
 else bad "kernel modules missing:$missing"; fi
 # ELF header fields, read with od in the guest's (= the file's, little-endian) byte order.
 elf_u() { od -An -tu"$2" -j"$3" -N"$2" "$1" | tr -d ' '; } # FILE SIZE OFFSET
@@ -268,10 +273,18 @@ else
 	ok "ip -6 route: no prefix route for the CE /128 (NOPREFIXROUTE honoured)"
 fi
 tbl=$(ce nft list table ip mape_$IFACE 2>&1)
-if echo "$tbl" | grep -q "numgen inc mod 63 map { 0 : $IPV4 . 1232-1235," && echo "$tbl" | grep -q "type nat hook postrouting"; then
-	ok "nft: table ip mape_$IFACE loaded by Debian's nft: postrouting SNAT over 63 port ranges of PSID 0x34"
+# The SNAT targets as the kernel holds them: every range inside PSID 0x34's set, 63 of them (one
+# per A = 1..63), and a postrouting NAT chain that uses them.
+ranges=$(echo "$tbl" | grep -oE "snat (ip )?to $IPV4:[0-9]+-[0-9]+" | sed 's/.*://' | sort -nu)
+nr=0 badr=
+for r in $ranges; do
+	nr=$((nr + 1))
+	in_set "${r%-*}" $PSID && in_set "${r#*-}" $PSID && [ $((${r#*-} - ${r%-*})) = 3 ] || badr="$badr $r"
+done
+if echo "$tbl" | grep -q "type nat hook postrouting" && [ $nr = 63 ] && [ -z "$badr" ]; then
+	ok "nft: table ip mape_$IFACE loaded by Debian's nft: postrouting SNAT to $IPV4 over 63 port ranges, all in PSID 0x34's set ($(echo $ranges | cut -d' ' -f1) ... $(echo $ranges | tr ' ' '\n' | tail -1))"
 else
-	bad "nft: table ip mape_$IFACE: $(echo "$tbl" | head -c 300 | tr '\n' ' ')"
+	bad "nft: table ip mape_$IFACE: $nr SNAT ranges to $IPV4, outside PSID 0x34's set:${badr:- none}; $(echo "$tbl" | head -c 300 | tr '\n' ' ')"
 fi
 if standin setup; then
 	tl=$(ip -n ce -d link show $TUN 2>&1)
