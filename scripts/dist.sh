@@ -9,6 +9,10 @@
 # rest (in CI, $CI set, their absence is an error).
 #
 # Usage: scripts/dist.sh [<openwrt-arch>...]     (default: all six; see ARCHES below)
+#        scripts/dist.sh --example NAME [<openwrt-arch>...]
+#                                           a test tool (examples/NAME.rs) built exactly like the
+#                                           router binary, into dist/examples/<openwrt-arch>/NAME;
+#                                           nothing else is built or packaged (tests/arch/run.sh)
 # Output (dist/ is gitignored; packages and their split: scripts/pkgdef.sh, docs/packaging.md):
 #   dist/bin/<openwrt-arch>/mape            stripped static binary
 #   dist/<package>_<version>-r<release>_<openwrt-arch|all>.ipk
@@ -74,6 +78,12 @@ target_of() { # <openwrt-arch> -> rust target
 }
 
 # --- what to build -------------------------------------------------------------------------
+example=
+if [ "${1:-}" = --example ]; then
+	[ $# -ge 2 ] && [ -f "$ROOT/examples/$2.rs" ] || die "--example NAME: no examples/${2:-NAME}.rs"
+	example=$2
+	shift 2
+fi
 selected=()
 all=0
 if [ $# -eq 0 ]; then
@@ -117,7 +127,7 @@ if [ ! -x "$llvm_bin/llvm-objcopy" ]; then
 fi
 # zopfli writes smaller, standard gzip streams (~3% smaller .ipk); scripts/ipk.sh falls back to
 # gzip -9n without it.
-if ! command -v zopfli >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+if [ -z "$example" ] && ! command -v zopfli >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
 	log "installing zopfli"
 	{ apt-get install -y -qq --no-install-recommends zopfli || { apt-get update -qq && apt-get install -y -qq --no-install-recommends zopfli; }; } >&2 ||
 		log "no zopfli: packages are compressed with gzip -9n"
@@ -129,13 +139,13 @@ export RUSTC_BOOTSTRAP=1
 root=$ROOT
 # shellcheck source=scripts/pkgdef.sh
 . "$ROOT/scripts/pkgdef.sh"
-pkg_find_tools
-if [ -z "$MAPE_APK" ]; then
+[ -n "$example" ] || pkg_find_tools
+if [ -z "$example" ] && [ -z "$MAPE_APK" ]; then
 	msg="no apk-tools 3: building no .apk and no apk index. Get it with tests/openwrt/userland.sh (builds OpenWrt's userland, apk included, from ../shared/openwrt-src; or set MAPE_OPENWRT_SRC), or build apk-tools 3 from https://gitlab.alpinelinux.org/alpine/apk-tools and set MAPE_APK=/path/to/apk"
 	[ -n "${CI:-}" ] && die "$msg"
 	log "$msg"
 fi
-if [ -z "$MAPE_PO2LMO" ]; then
+if [ -z "$example" ] && [ -z "$MAPE_PO2LMO" ]; then
 	msg="no po2lmo (LuCI's .po compiler): building no luci-i18n-mape-ja. It comes with tests/openwrt/userland.sh (LuCI's modules/luci-base/src: make po2lmo), or set MAPE_PO2LMO"
 	[ -n "${CI:-}" ] && die "$msg"
 	log "$msg"
@@ -172,6 +182,18 @@ for want in "${selected[@]}"; do
 	t=$(target_of "$want")
 	case " ${triples[*]-} " in *" $t "*) ;; *) triples+=("$t") ;; esac
 done
+if [ -n "$example" ]; then
+	# A separate cargo run: building an example resolves the dev-dependencies too, and their
+	# features must not reach the shipped binary.
+	for want in "${selected[@]}"; do
+		t=$(target_of "$want")
+		log "building example $example for $t"
+		cargo zigbuild --release --locked --example "$example" --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
+			-Z build-std=std,panic_abort -Z build-std-features=
+		install -D -m 0755 "$CARGO_TARGET_DIR/$t/release/examples/$example" "$DIST/examples/$want/$example"
+	done
+	exit 0
+fi
 for t in "${triples[@]}"; do
 	log "building $t"
 	s=$SECONDS

@@ -15,6 +15,9 @@
 //!   `INT32`, larger ones `INT64`, booleans `INT8`, `null` `UNSPEC`.
 //!
 //! Every read and write has a deadline ([`Ubus::connect`]'s timeout).
+//!
+//! [`server`] is the other end of the same format, for test tools that stand in for ubusd where
+//! there is none (examples/fake_ubusd.rs); the router never uses it.
 
 use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
@@ -47,6 +50,8 @@ mod attr {
     pub const OBJPATH: u8 = 2;
     pub const OBJID: u8 = 3;
     pub const METHOD: u8 = 4;
+    pub const OBJTYPE: u8 = 5;
+    pub const SIGNATURE: u8 = 6;
     pub const DATA: u8 = 7;
     pub const TARGET: u8 = 8;
     pub const NO_REPLY: u8 = 10;
@@ -68,11 +73,13 @@ mod ty {
 /// `enum ubus_msg_status` values callers look at.
 pub mod status {
     pub const OK: u32 = 0;
+    pub const INVALID_COMMAND: u32 = 1;
     pub const INVALID_ARGUMENT: u32 = 2;
     pub const METHOD_NOT_FOUND: u32 = 3;
     pub const NOT_FOUND: u32 = 4;
     pub const PERMISSION_DENIED: u32 = 6;
     pub const TIMEOUT: u32 = 7;
+    pub const UNKNOWN_ERROR: u32 = 9;
 }
 
 const BLOB_EXTENDED: u32 = 0x8000_0000;
@@ -347,6 +354,42 @@ impl Attrs {
     }
 }
 
+/// One message on the wire: header, then the attributes in one blob.
+fn encode(kind: u8, seq: u16, peer: u32, attrs: &Attrs) -> Vec<u8> {
+    let mut out = Vec::new();
+    MsgHeader {
+        version: 0,
+        kind,
+        seq,
+        peer,
+    }
+    .emit(&mut out);
+    attrs.emit(&mut out);
+    out
+}
+
+/// Reads one message with `read_exact` (which fills its buffer or fails).
+fn read_message_with(
+    mut read_exact: impl FnMut(&mut [u8]) -> Result<(), UbusError>,
+) -> Result<Message, UbusError> {
+    let mut h = [0u8; MSG_HDR];
+    read_exact(&mut h)?;
+    let hdr = MsgHeader::parse(&h);
+    let mut b = [0u8; BLOB_HDR];
+    read_exact(&mut b)?;
+    let len = (u32::from_be_bytes(b) & BLOB_LEN_MASK) as usize;
+    if !(BLOB_HDR..=MAX_MSGLEN + BLOB_HDR).contains(&len) {
+        return Err(UbusError::Protocol("message length"));
+    }
+    let mut body = vec![0u8; len - BLOB_HDR];
+    read_exact(&mut body)?;
+    let attrs = blobs(&body)?
+        .into_iter()
+        .map(|a| (a.id, a.data.to_vec()))
+        .collect();
+    Ok(Message { hdr, attrs })
+}
+
 /// A received message: header and its attributes.
 struct Message {
     hdr: MsgHeader,
@@ -418,15 +461,7 @@ impl Ubus {
 
     fn send(&mut self, kind: u8, peer: u32, attrs: &Attrs) -> Result<u16, UbusError> {
         self.seq = self.seq.wrapping_add(1);
-        let mut out = Vec::new();
-        MsgHeader {
-            version: 0,
-            kind,
-            seq: self.seq,
-            peer,
-        }
-        .emit(&mut out);
-        attrs.emit(&mut out);
+        let out = encode(kind, self.seq, peer, attrs);
         if out.len() - MSG_HDR > MAX_MSGLEN {
             return Err(UbusError::TooLarge(out.len() - MSG_HDR));
         }
@@ -461,22 +496,7 @@ impl Ubus {
     }
 
     fn read_message(&mut self, deadline: Instant) -> Result<Message, UbusError> {
-        let mut h = [0u8; MSG_HDR];
-        self.read_exact(&mut h, deadline)?;
-        let hdr = MsgHeader::parse(&h);
-        let mut b = [0u8; BLOB_HDR];
-        self.read_exact(&mut b, deadline)?;
-        let len = (u32::from_be_bytes(b) & BLOB_LEN_MASK) as usize;
-        if !(BLOB_HDR..=MAX_MSGLEN + BLOB_HDR).contains(&len) {
-            return Err(UbusError::Protocol("message length"));
-        }
-        let mut body = vec![0u8; len - BLOB_HDR];
-        self.read_exact(&mut body, deadline)?;
-        let attrs = blobs(&body)?
-            .into_iter()
-            .map(|a| (a.id, a.data.to_vec()))
-            .collect();
-        Ok(Message { hdr, attrs })
+        read_message_with(|b| self.read_exact(b, deadline))
     }
 
     /// Handles a message that is not the reply we wait for: a notification for our subscriber
@@ -494,19 +514,11 @@ impl Ubus {
                     .map_or(true, |b| b.first() == Some(&0))
                 {
                     // Our status for this request, to the peer that sent it.
-                    let mut out = Vec::new();
-                    MsgHeader {
-                        version: 0,
-                        kind: msg::STATUS,
-                        seq: m.hdr.seq,
-                        peer: m.hdr.peer,
-                    }
-                    .emit(&mut out);
-                    Attrs::default()
+                    let attrs = Attrs::default()
                         .u32(attr::STATUS, status::OK)
-                        .u32(attr::OBJID, m.u32(attr::OBJID).unwrap_or(0))
-                        .emit(&mut out);
-                    self.sock.write_all(&out)?;
+                        .u32(attr::OBJID, m.u32(attr::OBJID).unwrap_or(0));
+                    self.sock
+                        .write_all(&encode(msg::STATUS, m.hdr.seq, m.hdr.peer, &attrs))?;
                 }
             }
             msg::UNSUBSCRIBE => self.events.push_back(Event::Gone),
@@ -626,6 +638,119 @@ fn timeout_or(e: io::Error, t: Duration) -> UbusError {
     }
 }
 
+/// ubusd's end of the wire format, for test tools that stand in for ubusd and the objects behind
+/// it where there is none (examples/fake_ubusd.rs, in the foreign-architecture guests). It
+/// answers as ubusd does (`ubusd_proto.c`): HELLO carries the client's id in its peer field;
+/// every DATA and STATUS of a request carries the request's sequence number and peer (for an
+/// INVOKE, the object's id, which libubus matches), and INVOKE's replies name the object.
+pub mod server {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// What a client asks.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Call {
+        /// `LOOKUP` of the object at a path (every object when `None`).
+        Lookup(Option<String>),
+        /// `INVOKE` of `method` on object `obj` with `args` (`{}` when the message has none).
+        Invoke {
+            obj: u32,
+            method: String,
+            args: Value,
+        },
+        /// A message type this end does not serve, or a request without the attributes it
+        /// needs (ubusd answers `INVALID_COMMAND` or `INVALID_ARGUMENT`).
+        Other(u8),
+    }
+
+    /// One request, with what its replies must carry.
+    #[derive(Debug)]
+    pub struct Request {
+        pub call: Call,
+        seq: u16,
+        peer: u32,
+    }
+
+    /// Greets a new client as ubusd does: HELLO with an empty body, its peer field `client`
+    /// (the client's id: libubus refuses 0 and 1).
+    pub fn hello(w: &mut impl Write, client: u32) -> io::Result<()> {
+        w.write_all(&encode(msg::HELLO, 0, client, &Attrs::default()))
+    }
+
+    /// The next request; `Ok(None)` when the client closed the connection between messages.
+    pub fn read_request(r: &mut impl Read) -> Result<Option<Request>, UbusError> {
+        let mut first = [0u8; 1];
+        loop {
+            match r.read(&mut first) {
+                Ok(0) => return Ok(None),
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut rest = (&first[..]).chain(r);
+        let m = read_message_with(|b| Ok(rest.read_exact(b)?))?;
+        let call = match m.hdr.kind {
+            msg::LOOKUP => Call::Lookup(m.string(attr::OBJPATH)),
+            msg::INVOKE => match (m.u32(attr::OBJID), m.string(attr::METHOD)) {
+                (Some(obj), Some(method)) => Call::Invoke {
+                    obj,
+                    method,
+                    args: blobmsg_decode(m.get(attr::DATA).unwrap_or_default(), true)?,
+                },
+                _ => Call::Other(msg::INVOKE),
+            },
+            kind => Call::Other(kind),
+        };
+        Ok(Some(Request {
+            call,
+            seq: m.hdr.seq,
+            peer: m.hdr.peer,
+        }))
+    }
+
+    impl Request {
+        fn obj(&self) -> Option<u32> {
+            match self.call {
+                Call::Invoke { obj, .. } => Some(obj),
+                _ => None,
+            }
+        }
+
+        fn reply(&self, w: &mut impl Write, kind: u8, attrs: Attrs) -> io::Result<()> {
+            w.write_all(&encode(kind, self.seq, self.peer, &attrs))
+        }
+
+        /// One object found by a LOOKUP: its path, id and type (the id again) and an empty
+        /// signature, as ubusd sends them (`ubus list -v` shows no methods).
+        pub fn object(&self, w: &mut impl Write, path: &str, id: u32) -> io::Result<()> {
+            let attrs = Attrs::default()
+                .string(attr::OBJPATH, path)
+                .u32(attr::OBJID, id)
+                .u32(attr::OBJTYPE, id)
+                .raw(attr::SIGNATURE, Vec::new());
+            self.reply(w, msg::DATA, attrs)
+        }
+
+        /// The data an INVOKE answers with (a JSON object, as blobmsg).
+        pub fn data(&self, w: &mut impl Write, data: &Value) -> io::Result<()> {
+            let attrs = Attrs::default()
+                .u32(attr::OBJID, self.obj().unwrap_or(0))
+                .raw(attr::DATA, blobmsg_encode(data));
+            self.reply(w, msg::DATA, attrs)
+        }
+
+        /// The request's final status (`status::OK` or an error).
+        pub fn status(&self, w: &mut impl Write, code: u32) -> io::Result<()> {
+            let mut attrs = Attrs::default().u32(attr::STATUS, code);
+            if let Some(obj) = self.obj() {
+                attrs = attrs.u32(attr::OBJID, obj);
+            }
+            self.reply(w, msg::STATUS, attrs)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,5 +810,72 @@ mod tests {
         assert_eq!(&out[..8], &[0, 5, 1, 2, 3, 4, 5, 6]);
         // The outer blob (id 0) holds one attribute: OBJID (3) = 7.
         assert_eq!(&out[8..], &[0, 0, 0, 12, 3, 0, 0, 8, 0, 0, 0, 7]);
+    }
+
+    /// Our client against our server end, over a real Unix socket: HELLO, LOOKUP (found and
+    /// not), INVOKE with data and a reply, a refusal, in one connection as the handler uses it.
+    #[test]
+    fn client_and_server_ends_agree() {
+        use std::os::unix::net::UnixListener;
+        let dir = std::env::temp_dir().join(format!("mape-ubus-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ubus.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let served = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            server::hello(&mut s, 0x1234).unwrap();
+            let mut seen = Vec::new();
+            while let Some(req) = server::read_request(&mut s).unwrap() {
+                match &req.call {
+                    server::Call::Lookup(Some(p)) if p == "network.interface" => {
+                        req.object(&mut s, p, 77).unwrap();
+                        req.status(&mut s, status::OK).unwrap();
+                    }
+                    server::Call::Lookup(_) => req.status(&mut s, status::NOT_FOUND).unwrap(),
+                    server::Call::Invoke { method, args, .. } if method == "echo" => {
+                        req.data(&mut s, args).unwrap();
+                        req.status(&mut s, status::OK).unwrap();
+                    }
+                    server::Call::Invoke { .. } => {
+                        req.status(&mut s, status::METHOD_NOT_FOUND).unwrap()
+                    }
+                    server::Call::Other(_) => req.status(&mut s, status::INVALID_COMMAND).unwrap(),
+                }
+                seen.push(req.call);
+            }
+            seen
+        });
+        let mut u = Ubus::connect(Some(&path), Duration::from_secs(5)).unwrap();
+        let args = json!({"action": 0, "ifname": "map-wanmap", "link-up": true,
+            "ipaddr": [{"ipaddr": "192.0.2.18", "mask": "32"}]});
+        assert_eq!(u.call("network.interface", "echo", &args).unwrap(), args);
+        let e = u
+            .call("network.interface.nope", "status", &json!({}))
+            .unwrap_err();
+        assert_eq!(e.status(), Some(status::NOT_FOUND), "{e}");
+        let e = u.call("network.interface", "nope", &json!({})).unwrap_err();
+        assert_eq!(e.status(), Some(status::METHOD_NOT_FOUND), "{e}");
+        drop(u);
+        let seen = served.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            seen,
+            [
+                server::Call::Lookup(Some("network.interface".into())),
+                server::Call::Invoke {
+                    obj: 77,
+                    method: "echo".into(),
+                    args
+                },
+                server::Call::Lookup(Some("network.interface.nope".into())),
+                server::Call::Lookup(Some("network.interface".into())),
+                server::Call::Invoke {
+                    obj: 77,
+                    method: "nope".into(),
+                    args: json!({})
+                },
+            ]
+        );
     }
 }

@@ -5,9 +5,10 @@
 # address and nft table, the ip6tnl) and `br` (a BR decapsulating with ip6tnl, and the IPv4
 # server 203.0.113.10). The handler is our static binary of this architecture
 # (/usr/sbin/mape), run for real in `ce`: the CE address goes in over its own rtnetlink code,
-# the nft table through Debian's nft of this architecture; its ubus calls reach a fake ubus
-# (tests/e2e/fake-ubus) that answers wan6's status and records the rest, and a stand-in for
-# netifd (standin.sh) creates the tunnel from the recorded notify payload.
+# the nft table through Debian's nft of this architecture; its ubus client talks over a Unix
+# socket to fake_ubusd (examples/fake_ubusd.rs, built for this architecture: ubusd's protocol,
+# wan6's status from a file, every other call recorded), and a stand-in for netifd
+# (standin.sh) creates the tunnel from the recorded notify payload.
 #
 # The expected values come from RFC 7597's example, not from mape: rule 2001:db8::/40 ->
 # 192.0.2.0/24, 16 EA bits, PSID offset 6; the prefix 2001:db8:12:3400::/56 gives IPv4
@@ -25,9 +26,8 @@ NEGATIVE=${NEGATIVE:-1}
 ip() { /sbin/ip "$@"; }
 MAPE=/usr/sbin/mape
 W=/tmp/bed
-mkdir -p "$W/fakebin" "$W/ubus/status" "$W/state"
-printf '#!/bin/sh\nexec /bin/sh /arch/fake-ubus "$@"\n' >"$W/fakebin/ubus"
-chmod 755 "$W/fakebin/ubus"
+UBUS_SOCK=$W/ubus.sock
+mkdir -p "$W/ubus/status" "$W/state"
 
 RULE='type=map-e,ipv6prefix=2001:db8::,prefix6len=40,ipv4prefix=192.0.2.0,prefix4len=24,ealen=16,offset=6,br=2001:db8:ffff::1'
 BR=2001:db8:ffff::1
@@ -76,12 +76,12 @@ topology() {
 		brx nft -f - <<EOF
 table ip srv {
 	set tcp_sports { typeof tcp sport; flags dynamic; size 4096; }
-	set udp_sports { typeof udp sport; flags dynamic; size 4096; }
+	set udp_sports { typeof udp sport . udp dport; flags dynamic; size 4096; }
 	set icmp_ids { typeof icmp id; flags dynamic; size 4096; }
 	chain input {
 		type filter hook input priority filter; policy accept;
 		ip daddr $SERVER ip saddr 192.0.2.0/24 tcp flags syn add @tcp_sports { tcp sport }
-		ip daddr $SERVER ip saddr 192.0.2.0/24 udp dport 7001-7010 add @udp_sports { udp sport }
+		ip daddr $SERVER ip saddr 192.0.2.0/24 udp dport 7001-7010 add @udp_sports { udp sport . udp dport }
 		ip daddr $SERVER ip saddr 192.0.2.0/24 icmp type echo-request add @icmp_ids { icmp id }
 	}
 }
@@ -113,10 +113,15 @@ in_set() { # port psid: RFC 7597 with a = 6, k = 8, m = 2 (ports with A = 0 are 
 	[ $((($1 >> 2) & 255)) -eq "$2" ] && [ $(($1 >> 10)) -ge 1 ]
 }
 
-# port_check SET MIN PSID: every element in PSID's set, at least MIN of them. Prints the verdict.
+# port_check SET MIN PSID: every element's port (the first field of `sport . dport`) in PSID's
+# set, at least MIN elements. Prints the verdict. The UDP flows go to five destination ports and
+# the CE's table spreads each destination's flows over the sets on its own (a round-robin counter
+# per destination bucket), so two of them may leave by the same source port: their set is keyed
+# by source and destination port, one element per flow.
 port_check() {
-	local n=0 stray= p
-	for p in $(seen "$1"); do
+	local n=0 stray= e p
+	for e in $(seen "$1"); do
+		p=${e%%.*}
 		n=$((n + 1))
 		in_set "$p" "$3" || stray="$stray $p"
 	done
@@ -126,10 +131,22 @@ port_check() {
 		return 1
 	fi
 	[ "$n" -ge "$2" ] || { echo "only $n of $2 flows reached the server"; return 1; }
-	echo "$n seen: $(seen "$1" | tr '\n' ' ')"
+	echo "$n seen: $(seen "$1" | sed 's/\./->/' | tr '\n' ' ')"
 }
 
-# ---- the handler, run for real with the fake ubus --------------------------------------------
+# ---- the handler, run for real against fake_ubusd ---------------------------------------------
+ubusd_start() { # fake_ubusd on $UBUS_SOCK serving $W/ubus; waits for its socket (5 s)
+	local n=0
+	/usr/sbin/fake_ubusd "$UBUS_SOCK" "$W/ubus" 2>"$W/fake_ubusd.log" &
+	UBUSD_PID=$!
+	while [ ! -S "$UBUS_SOCK" ] && [ $n -lt 50 ]; do
+		kill -0 $UBUSD_PID 2>/dev/null || return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+	[ -S "$UBUS_SOCK" ]
+}
+
 wan6_status() {
 	cat >"$W/ubus/status/wan6.json" <<EOF
 {"up":true,"pending":false,"available":true,"proto":"static","l3_device":"wan","device":"wan",
@@ -141,7 +158,7 @@ EOF
 
 handler() { # setup|teardown CONFIG: runs it in ce; $W/h.out, $W/h.err, $W/ubus/calls.jsonl, $hrc
 	: >"$W/ubus/calls.jsonl"
-	PATH="$W/fakebin:$PATH" FAKE_UBUS_DIR="$W/ubus" MAPE_STATE_DIR="$W/state" \
+	MAPE_UBUS_SOCKET="$UBUS_SOCK" MAPE_STATE_DIR="$W/state" \
 		ip netns exec ce $MAPE netifd mape "$1" $IFACE "$2" >"$W/h.out" 2>"$W/h.err"
 	hrc=$?
 	# netifd remembers the last update of the interface; so does the stand-in's input
@@ -194,10 +211,10 @@ say "guest $(uname -m), kernel $(uname -r); nft $(nft --version 2>&1 | cut -d' '
 
 # 1. kernel features and our binary
 missing=
-for m in ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nf_nat nf_conntrack veth; do
+for m in ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nft_hash nf_nat nf_conntrack veth; do
 	[ -d /sys/module/$m ] || missing="$missing $m"
 done
-if [ -z "$missing" ]; then ok "kernel $(uname -r): ip6_tunnel, nf_tables NAT (nft_nat, nft_chain_nat, nft_numgen), veth loaded"
+if [ -z "$missing" ]; then ok "kernel $(uname -r): ip6_tunnel, nf_tables NAT (nft_nat, nft_chain_nat, nft_numgen, nft_hash), veth loaded"
 else bad "kernel modules missing:$missing"; fi
 # ELF header fields, read with od in the guest's (= the file's, little-endian) byte order.
 elf_u() { od -An -tu"$2" -j"$3" -N"$2" "$1" | tr -d ' '; } # FILE SIZE OFFSET
@@ -231,11 +248,17 @@ if ! topology >"$W/topology.log" 2>&1; then
 fi
 servers
 wan6_status
+if ! ubusd_start; then
+	bad "fake_ubusd (ubusd + netifd stand-in) did not listen on $UBUS_SOCK: $(tr '\n' ' ' <"$W/fake_ubusd.log" | cut -c1-300)"
+	echo "$pass passed, $fail failed"
+	exit 1
+fi
 before=$(snapshot)
 
 # 2. setup: the real handler (netlink, nft), then the stand-in (tunnel from the payload)
 handler setup "$CFG"
-if [ $hrc = 0 ] && [ -z "$(errors)" ]; then ok "handler setup (real rtnetlink + nft $(nft --version | cut -d' ' -f2)): exit 0, no error output"
+ncalls=$(grep -c . "$W/ubus/calls.jsonl")
+if [ $hrc = 0 ] && [ -z "$(errors)" ]; then ok "handler setup (real rtnetlink + nft $(nft --version | cut -d' ' -f2), ubus over fake_ubusd's socket: $ncalls call(s) recorded): exit 0, no error output"
 else bad "handler setup: exit $hrc: $(tr '\n' ' ' <"$W/h.err" | cut -c1-400)"; fi
 
 addr=$(ip -n ce -6 addr show dev wan | grep " $CE/128 ")
@@ -250,10 +273,18 @@ else
 	ok "ip -6 route: no prefix route for the CE /128 (NOPREFIXROUTE honoured)"
 fi
 tbl=$(ce nft list table ip mape_$IFACE 2>&1)
-if echo "$tbl" | grep -q "numgen inc mod 63 map { 0 : $IPV4 . 1232-1235," && echo "$tbl" | grep -q "type nat hook postrouting"; then
-	ok "nft: table ip mape_$IFACE loaded by Debian's nft: postrouting SNAT over 63 port ranges of PSID 0x34"
+# The SNAT targets as the kernel holds them: every range inside PSID 0x34's set, 63 of them (one
+# per A = 1..63), and a postrouting NAT chain that uses them.
+ranges=$(echo "$tbl" | grep -oE "snat (ip )?to $IPV4:[0-9]+-[0-9]+" | sed 's/.*://' | sort -nu)
+nr=0 badr=
+for r in $ranges; do
+	nr=$((nr + 1))
+	in_set "${r%-*}" $PSID && in_set "${r#*-}" $PSID && [ $((${r#*-} - ${r%-*})) = 3 ] || badr="$badr $r"
+done
+if echo "$tbl" | grep -q "type nat hook postrouting" && [ $nr = 63 ] && [ -z "$badr" ]; then
+	ok "nft: table ip mape_$IFACE loaded by Debian's nft: postrouting SNAT to $IPV4 over 63 port ranges, all in PSID 0x34's set ($(echo $ranges | cut -d' ' -f1) ... $(echo $ranges | tr ' ' '\n' | tail -1))"
 else
-	bad "nft: table ip mape_$IFACE: $(echo "$tbl" | head -c 300 | tr '\n' ' ')"
+	bad "nft: table ip mape_$IFACE: $nr SNAT ranges to $IPV4, outside PSID 0x34's set:${badr:- none}; $(echo "$tbl" | head -c 300 | tr '\n' ' ')"
 fi
 if standin setup; then
 	tl=$(ip -n ce -d link show $TUN 2>&1)
@@ -340,6 +371,10 @@ if [ "$NEGATIVE" = 1 ] && [ "$BREAK_PSID" != 1 ]; then
 	teardown_check "$CFG_WRONG" "negative control: teardown"
 fi
 
+# fake_ubusd writes to its log only when something went wrong (a message it could not read, a
+# reply it could not send, a status file it could not parse).
+kill $UBUSD_PID 2>/dev/null
+[ ! -s "$W/fake_ubusd.log" ] || bad "fake_ubusd reported: $(tr '\n' ' ' <"$W/fake_ubusd.log" | cut -c1-300)"
 # (device-name lookups, "netdev-<name>", are what `ip link` asks for a missing device: not modules)
 req=$(grep -v -e "-- $TUN\$" -e "-- netdev-" /tmp/modprobe-requests 2>/dev/null | sort -u | tr '\n' ' ')
 [ -z "$req" ] || say "modules the kernel asked for (not in the initramfs): $req"

@@ -37,8 +37,8 @@ esac
 # Userland from Debian: busybox (shell and tools), nft, ip, nc (busybox's nc has no UDP).
 USERLAND=(busybox-static nftables iproute2 netcat-openbsd)
 # Modules the bed needs (dependencies are added by modprobe --show-depends).
-MODULES=(veth ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nft_objref nft_ct nf_nat
-	nf_conntrack nf_defrag_ipv4 nf_defrag_ipv6)
+MODULES=(veth ip6_tunnel tunnel6 nf_tables nft_nat nft_chain_nat nft_numgen nft_hash nft_objref nft_ct
+	nf_nat nf_conntrack nf_defrag_ipv4 nf_defrag_ipv6)
 
 for t in apt-get apt-cache dpkg-deb depmod modprobe readelf cpio gzip sha256sum flock; do
 	command -v "$t" >/dev/null || die "missing tool: $t"

@@ -18,7 +18,9 @@
 # -v              print the whole console of each guest
 # Binaries: dist/bin/<openwrt-arch>/mape as scripts/dist.sh leaves them (test.sh runs it
 # first); missing or older than the sources, they are built with scripts/dist.sh for just
-# those architectures. Guests: tests/arch/mkguest.sh (cached in ~/.cache/mape-rs/arch).
+# those architectures. The guests' stand-in for ubusd and netifd, examples/fake_ubusd.rs, is
+# built the same way (scripts/dist.sh --example fake_ubusd) into dist/examples/<openwrt-arch>/
+# and rebuilt on the same rule. Guests: tests/arch/mkguest.sh (cached in ~/.cache/mape-rs/arch).
 # Prints each guest's checks and `N passed, M failed` per guest, then the total the same way.
 # Artifacts: tests/arch/out/<arch>/console.log.
 set -uo pipefail
@@ -69,20 +71,25 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # ---- our binaries -----------------------------------------------------------------------------
-stale=()
-for a in "${ARCHES[@]}"; do
-	[ -n "${BIN[$a]:-}" ] && continue
-	b=$ROOT/dist/bin/${OWRT[$a]}/mape
-	if [ ! -x "$b" ] || [ -n "$(cd "$ROOT" && find src Cargo.toml Cargo.lock build.rs data -newer "$b" -print -quit 2>/dev/null)" ]; then
-		stale+=("${OWRT[$a]}")
-	fi
-done
-if [ ${#stale[@]} -gt 0 ]; then
-	echo "# building ${stale[*]} (scripts/dist.sh; log: ${TMPDIR:-/tmp}/mape-arch-dist.log)"
+# stale FILE: missing, or older than what it is built from
+stale() {
+	[ ! -x "$1" ] || [ -n "$(cd "$ROOT" && find src Cargo.toml Cargo.lock build.rs data "${@:2}" -newer "$1" -print -quit 2>/dev/null)" ]
+}
+dist() { # what [dist.sh arguments...]: scripts/dist.sh, its output in a log
+	local what=$1 log=${TMPDIR:-/tmp}/mape-arch-dist.log
+	shift
+	echo "# building $what (scripts/dist.sh; log: $log)"
 	(cd "$ROOT" && MAPE_DIST_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$HOME/.cache/mape-rs/dist-target} \
-		nice scripts/dist.sh "${stale[@]}") >"${TMPDIR:-/tmp}/mape-arch-dist.log" 2>&1 ||
-		infra_fail "arch guests: scripts/dist.sh ${stale[*]}: $(tail -3 "${TMPDIR:-/tmp}/mape-arch-dist.log" | tr '\n' ' ')"
-fi
+		nice scripts/dist.sh "$@") >"$log" 2>&1 ||
+		infra_fail "arch guests: scripts/dist.sh $*: $(tail -3 "$log" | tr '\n' ' ')"
+}
+stale=() stale_tool=()
+for a in "${ARCHES[@]}"; do
+	[ -n "${BIN[$a]:-}" ] || ! stale "$ROOT/dist/bin/${OWRT[$a]}/mape" || stale+=("${OWRT[$a]}")
+	! stale "$ROOT/dist/examples/${OWRT[$a]}/fake_ubusd" examples/fake_ubusd.rs || stale_tool+=("${OWRT[$a]}")
+done
+[ ${#stale[@]} -eq 0 ] || dist "${stale[*]}" "${stale[@]}"
+[ ${#stale_tool[@]} -eq 0 ] || dist "fake_ubusd for ${stale_tool[*]}" --example fake_ubusd "${stale_tool[@]}"
 for a in "${ARCHES[@]}"; do
 	[ -n "${BIN[$a]:-}" ] || BIN[$a]=$ROOT/dist/bin/${OWRT[$a]}/mape
 done
@@ -111,7 +118,7 @@ run_guest() { # arch: boots it, writes out/<arch>/{console.log,rc,secs}
 	local a=$1 o=$HERE/out/$1 t=$SECONDS
 	rm -rf "$o" && mkdir -p "$o/overlay/arch" "$o/overlay/usr/sbin"
 	install -m 0755 "$HERE/bed.sh" "$HERE/standin.sh" "$o/overlay/arch/"
-	install -m 0755 "$ROOT/tests/e2e/fake-ubus" "$o/overlay/arch/fake-ubus"
+	install -m 0755 "$ROOT/dist/examples/${OWRT[$a]}/fake_ubusd" "$o/overlay/usr/sbin/fake_ubusd"
 	install -m 0755 "${BIN[$a]}" "$o/overlay/usr/sbin/mape"
 	{ echo "BREAK_PSID=${BREAK[$a]:-0}"; } >"$o/overlay/arch/env"
 	(cd "$o/overlay" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$o/overlay.cpio.gz"
