@@ -11,6 +11,8 @@
 # Usage: scripts/dist.sh [<openwrt-arch>...]     (default: all six; see ARCHES below)
 # Output (dist/ is gitignored; packages and their split: scripts/pkgdef.sh, docs/packaging.md):
 #   dist/bin/<openwrt-arch>/mape            stripped static binary
+#   dist/symbols/<openwrt-arch>/mape        the same binary before stripping: its symbol table
+#                                           is what scripts/size-report.sh measures
 #   dist/<package>_<version>-r<release>_<openwrt-arch|all>.ipk
 #                                           mape-rs per architecture; mape-rs-map,
 #                                           luci-proto-mape, luci-i18n-mape-ja once ("all")
@@ -113,7 +115,13 @@ fi
 llvm_bin="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
 if [ ! -x "$llvm_bin/llvm-objcopy" ]; then
 	log "installing llvm-tools (llvm-objcopy)"
-	rustup component add llvm-tools || log "no llvm-tools: .pdr stays in the MIPS binaries"
+	rustup component add llvm-tools || log "no llvm-tools: .pdr stays in the MIPS binaries, no dist/symbols"
+fi
+# With llvm-objcopy, cargo links unstripped and llvm-objcopy strips: the unstripped binary is
+# kept (dist/symbols) for scripts/size-report.sh, from the very build that is shipped. Without
+# it, the linker strips (the profile's strip = true).
+if [ -x "$llvm_bin/llvm-objcopy" ]; then
+	export CARGO_PROFILE_RELEASE_STRIP=false
 fi
 # zopfli writes smaller, standard gzip streams (~3% smaller .ipk); scripts/ipk.sh falls back to
 # gzip -9n without it.
@@ -161,8 +169,16 @@ flags+=(
 	"--remap-path-prefix=$ROOT=/mape-rs" "--remap-path-prefix=$cargo_home=/cargo"
 	"--remap-path-prefix=$sysroot=/rust" "--remap-path-prefix=$CARGO_TARGET_DIR=/target"
 )
-CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; echo "${flags[*]}")
-export CARGO_ENCODED_RUSTFLAGS
+# Per target, added to the flags above:
+#   mips*: -C relocation-model=static. The MIPS binaries are not position-independent anyway
+#          (static, ELF type EXEC: these targets have no static-pie), but the targets' default
+#          relocation model, pic, still compiles every call as a GOT load + jalr and every
+#          function with a $gp set-up. Static code calls with jal.
+target_flags() { # <rust target>
+	case $1 in
+	mips*) echo "-C relocation-model=static" ;;
+	esac
+}
 unset CARGO_BUILD_TARGET RUSTFLAGS
 
 # --- build ---------------------------------------------------------------------------------
@@ -175,14 +191,17 @@ done
 for t in "${triples[@]}"; do
 	log "building $t"
 	s=$SECONDS
-	cargo zigbuild --release --locked --bin mape --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
+	# shellcheck disable=SC2207
+	tflags=("${flags[@]}" $(target_flags "$t"))
+	CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; echo "${tflags[*]}") \
+		cargo zigbuild --release --locked --bin mape --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
 		-Z build-std=std,panic_abort -Z build-std-features=
 	built_secs[$t]=$((SECONDS - s))
 done
 
 # --- package -------------------------------------------------------------------------------
 if [ "$all" = 1 ]; then
-	rm -rf "$DIST/bin" "$DIST/feed" "$DIST"/*.ipk "$DIST/SIZES.md" "$DIST/SHA256SUMS"
+	rm -rf "$DIST/bin" "$DIST/symbols" "$DIST/feed" "$DIST"/*.ipk "$DIST/SIZES.md" "$DIST/SHA256SUMS"
 fi
 mkdir -p "$DIST"
 work=$(mktemp -d)
@@ -205,8 +224,10 @@ for want in "${selected[@]}"; do
 	t=$(target_of "$want")
 	rm -f "$DIST"/mape-rs_*_"$want".ipk
 	install -D -m 0755 "$CARGO_TARGET_DIR/$t/release/mape" "$DIST/bin/$want/mape"
+	rm -rf "$DIST/symbols/$want"
 	if [ -x "$llvm_bin/llvm-objcopy" ]; then
-		"$llvm_bin/llvm-objcopy" --remove-section=.pdr --remove-section=.comment "$DIST/bin/$want/mape"
+		install -D -m 0755 "$CARGO_TARGET_DIR/$t/release/mape" "$DIST/symbols/$want/mape"
+		"$llvm_bin/llvm-objcopy" --strip-all --remove-section=.pdr --remove-section=.comment "$DIST/bin/$want/mape"
 	fi
 	scripts/ipk.sh "$DIST/bin/$want/mape" "$want" "$DIST" >/dev/null
 	# The feed of this architecture: its packages (hard links where possible) and indexes.
