@@ -195,7 +195,7 @@ for t in "${triples[@]}"; do
 	tflags=("${flags[@]}" $(target_flags "$t"))
 	CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; echo "${tflags[*]}") \
 		cargo zigbuild --release --locked --bin mape --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
-		-Z build-std=std,panic_abort -Z build-std-features=
+		-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size
 	built_secs[$t]=$((SECONDS - s))
 done
 
