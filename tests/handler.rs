@@ -656,7 +656,8 @@ fn a_stale_setup_whose_update_fails_leaves_the_live_setup_alone() {
     );
     assert_eq!(sys.tables.len(), 1, "the live table stays");
     assert_eq!(sys.addresses.len(), 1, "the live CE address stays");
-    assert_eq!(sys.state["wanmap"].owner.as_deref(), Some("dry-run.2"));
+    let live = sys.state.iter().find(|s| s.name == "wanmap").unwrap();
+    assert_eq!(live.owner.as_deref(), Some("dry-run.2"));
     assert!(
         sys.log
             .iter()
