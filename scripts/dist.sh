@@ -55,8 +55,9 @@ ARCHES=(
 	"arm_cortex-a9_vfpv3-d16 armv7-unknown-linux-musleabihf"
 	"x86_64 x86_64-unknown-linux-musl"
 )
-# Size goal for the mipsel .ipk (bytes), printed with the size table.
-GOAL=${MAPE_IPK_GOAL:-204800}
+# Size goal for the mipsel .ipk (bytes; issue 13: 300 KB), printed with the size table.
+# scripts/check-dist.sh enforces the size reached + 5 % (docs/sizes.md).
+GOAL=${MAPE_IPK_GOAL:-300000}
 
 # Cargo features of the router build: the one place they are set. Routers get no plain-Linux
 # front end (cargo feature `linux`, default for `cargo install`): `mape generate/up/down` and the
@@ -271,7 +272,7 @@ pkgversion=$(ls "$DIST"/mape-rs-map_*_all.ipk | sed 's/.*mape-rs-map_\(.*\)_all\
 	if [ -n "$m" ]; then
 		p=$(stat -c %s "$m")
 		if [ "$p" -le "$GOAL" ]; then v="within"; else v="OVER"; fi
-		echo "mipsel_24kc .ipk: $p bytes, $v the goal of $GOAL bytes ($(kib "$GOAL") KiB)."
+		echo "mipsel_24kc .ipk: $p bytes, $v the goal of $GOAL bytes."
 	fi
 	echo
 	echo "rustc $(rustc -V | cut -d' ' -f2), zig $ZIG_VERSION, cargo-zigbuild $ZIGBUILD_VERSION," \

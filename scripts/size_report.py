@@ -207,7 +207,11 @@ def main():
     w = sys.stdout.write
     total_syms = sum(s[1] for s in syms)
     if a.stripped:
-        _, ssecs = sections(a.stripped)
+        sdata, ssecs = sections(a.stripped)
+        text = [d[s[1]:s[1] + s[2]] for d, s in ((data, secs.get(".text")), (sdata, ssecs.get(".text"))) if s]
+        if len(text) != 2 or text[0] != text[1]:
+            sys.exit(f"size_report: {a.elf} and {a.stripped} are not the same build (.text differs): "
+                     "run scripts/dist.sh again")
         fsize = len(open(a.stripped, "rb").read())
         w(f"Shipped binary ({a.stripped}): {fsize} bytes"
           + (f"; .ipk: {len(open(a.ipk, 'rb').read())} bytes" if a.ipk else "") + ".\n\n")
