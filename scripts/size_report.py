@@ -111,13 +111,6 @@ def owner(name):
     return parts[0], "::".join(parts)
 
 
-def mape_module(path, depth):
-    parts = path.split("::")
-    # mape::cli::run, mape::state::save: drop the item itself, keep `depth` module levels
-    mods = parts[1:1 + depth]
-    return "::".join(["mape"] + mods) if mods else "mape"
-
-
 MAPE_MODULES = None  # filled from the symbols: every mape::a::b seen as a prefix of a path
 
 
@@ -166,15 +159,15 @@ def main():
         off = s[1] + addr - s[0]
         syms.append((name, size, sec, data[off:off + size]))
 
-    # Module names: every path prefix `mape::a` / `mape::a::b` that is followed by more path
-    # (a module or a type in it); then types fall back to their module.
-    counts = defaultdict(int)
+    # Module names: every lower-case path prefix `mape::a`, `mape::a::b` that more path follows
+    # (an item in it), as the symbols name them.
+    MAPE_MODULES = set()
     for name, *_ in syms:
-        for m in re.finditer(r"\bmape(::[a-z_][a-z0-9_]*)+", name):
+        for m in re.finditer(r"\bmape(::[A-Za-z_][A-Za-z0-9_]*)+", name):
             parts = m.group(0).split("::")
             for n in range(2, len(parts)):
-                counts["::".join(parts[:n])] += 1
-    MAPE_MODULES = {m for m in counts}
+                if not parts[n - 1][0].isupper():
+                    MAPE_MODULES.add("::".join(parts[:n]))
 
     by_crate = defaultdict(lambda: [0, 0, 0, []])  # code, data, for-mape, bytes
     by_mod = {1: defaultdict(lambda: [0, 0, []]), 2: defaultdict(lambda: [0, 0, []])}  # own, generic

@@ -151,23 +151,30 @@ pub fn ubus_payload(r: &Report, s: &IfaceStatus) -> Value {
     v
 }
 
+const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+
 fn bytes(n: Option<u64>) -> String {
     let Some(n) = n else {
         return "?".into();
     };
-    let units = ["B", "kB", "MB", "GB", "TB"];
+    match scaled(n) {
+        (_, 0) => format!("{n} B"),
+        (v, i) => {
+            let t = tenths(v);
+            format!("{}.{} {}", t / 10, t % 10, UNITS[i])
+        }
+    }
+}
+
+/// `n` in the largest of [`UNITS`] (powers of 1000) that keeps it at least 1, and that unit.
+fn scaled(n: u64) -> (f64, usize) {
     let mut v = n as f64;
     let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
+    while v >= 1000.0 && i + 1 < UNITS.len() {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        let t = tenths(v);
-        format!("{}.{} {}", t / 10, t % 10, units[i])
-    }
+    (v, i)
 }
 
 /// `v` (1 <= v < 2^32) in tenths, rounded as `format!("{v:.1}")` rounds: the exact binary value,
@@ -378,19 +385,6 @@ mod tests {
 
     #[test]
     fn byte_counts_round_as_float_formatting_does() {
-        let float = |n: u64| {
-            let units = ["B", "kB", "MB", "GB", "TB"];
-            let (mut v, mut i) = (n as f64, 0);
-            while v >= 1000.0 && i + 1 < units.len() {
-                v /= 1000.0;
-                i += 1;
-            }
-            if i == 0 {
-                format!("{n} B")
-            } else {
-                format!("{v:.1} {}", units[i])
-            }
-        };
         // ties (1250: 1.25 exactly, to even), near-ties in binary (1050, 1350), unit edges
         let mut ns = vec![
             0, 1, 999, 1000, 1049, 1050, 1250, 1350, 1450, 12_250, 999_949, 999_950,
@@ -413,8 +407,16 @@ mod tests {
             ns.push((x >> (x % 61)) / 50 * 50);
         }
         for n in ns {
-            assert_eq!(bytes(Some(n)), float(n), "{n}");
+            let (v, i) = scaled(n);
+            let want = if i == 0 {
+                format!("{n} B")
+            } else {
+                format!("{v:.1} {}", UNITS[i])
+            };
+            assert_eq!(bytes(Some(n)), want, "{n}");
         }
+        assert_eq!(bytes(Some(1250)), "1.2 kB");
+        assert_eq!(bytes(Some(1050)), "1.1 kB");
         assert_eq!(bytes(None), "?");
     }
     use crate::status::{
