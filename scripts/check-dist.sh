@@ -36,8 +36,8 @@ ROOT=$PWD
 DIST=$ROOT/dist
 # mipsel_24kc sizes reached (issue 13, docs/sizes.md); the limits are these + 5 %. When a
 # change makes them smaller for good, lower them here and in docs/sizes.md.
-REACHED_BIN=623812
-REACHED_IPK=293684
+REACHED_BIN=623796
+REACHED_IPK=293533
 GOAL=${MAPE_IPK_GOAL:-300000}                        # issue 13's goal for the .ipk: reported only
 LIMIT=${MAPE_IPK_LIMIT:-$((REACHED_IPK * 105 / 100))}     # .ipk hard limit: fails the check
 BIN_LIMIT=${MAPE_BIN_LIMIT:-$((REACHED_BIN * 105 / 100))} # binary hard limit: fails the check
