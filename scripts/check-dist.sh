@@ -630,7 +630,7 @@ if [ -f "$m" ]; then
 	if [ "$s" -le "$LIMIT" ]; then
 		ok "mipsel_24kc .ipk $s bytes <= limit $LIMIT (reached $REACHED_IPK + 5 %)"
 	else
-		bad "mipsel_24kc .ipk $s bytes > limit $LIMIT (reached $REACHED_IPK + 5 %): it grew; scripts/size-report.sh shows what each part costs"
+		bad "mipsel_24kc .ipk $s bytes > limit $LIMIT (reached $REACHED_IPK + 5 %, or MAPE_IPK_LIMIT): it grew; scripts/size-report.sh shows what each part costs"
 	fi
 fi
 b=$DIST/bin/mipsel_24kc/mape
@@ -639,7 +639,7 @@ if [ -f "$b" ]; then
 	if [ "$s" -le "$BIN_LIMIT" ]; then
 		ok "mipsel_24kc binary $s bytes <= limit $BIN_LIMIT (reached $REACHED_BIN + 5 %)"
 	else
-		bad "mipsel_24kc binary $s bytes > limit $BIN_LIMIT (reached $REACHED_BIN + 5 %): it grew; scripts/size-report.sh shows what each part costs"
+		bad "mipsel_24kc binary $s bytes > limit $BIN_LIMIT (reached $REACHED_BIN + 5 %, or MAPE_BIN_LIMIT): it grew; scripts/size-report.sh shows what each part costs"
 	fi
 fi
 finish
