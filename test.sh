@@ -49,6 +49,8 @@ echo "== release builds, .ipk/.apk packages and feeds for six router architectur
 export MAPE_DIST_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$HOME/.cache/mape-rs/dist-target}
 scripts/dist.sh
 scripts/check-dist.sh
+echo "== what each part of the mipsel binary costs, by crate (scripts/size-report.sh --no-build; docs/sizes.md)"
+scripts/size-report.sh --no-build | sed -n '/^By crate/,/all symbols/p'
 
 echo "== packages with OpenWrt's real opkg and apk: installs, map conflicts, feeds, Japanese catalogue (tests/pkg/run.sh)"
 tests/pkg/run.sh || [ $? = 77 ]

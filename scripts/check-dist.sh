@@ -21,20 +21,26 @@
 #     the prebuilt packages; DEPENDS, PKGARCH, CONFLICTS, PROVIDES, scripts, licence files);
 #   - the maintainer scripts against stub ubus/nft/uci commands and OpenWrt's real jsonfilter
 #     (restart only when netifd lacks the protocol or one of its options; once per transaction);
-#   - the size of the mipsel .ipk: against a hard limit (MAPE_IPK_LIMIT, default 480 KiB, to
-#     catch regressions) and, reported only, against the 200 KiB goal (MAPE_IPK_GOAL).
+#   - the size of the mipsel binary and .ipk: each against a hard limit, the size reached in
+#     issue 13 + 5 % (MAPE_BIN_LIMIT, MAPE_IPK_LIMIT: docs/sizes.md), and, reported only, the
+#     .ipk against the 300 KB goal (MAPE_IPK_GOAL).
 # Prints one `ok`/`FAIL` line per check and `N passed, M failed` at the end; exits 1 on failure.
 #
 # Usage: scripts/check-dist.sh            (after scripts/dist.sh; installs qemu-user-static,
 #                                           file and binutils with apt-get when missing)
-# Env:   MAPE_IPK_LIMIT, MAPE_IPK_GOAL (bytes), MAPE_RELEASE, MAPE_DIST_TARGET_DIR
+# Env:   MAPE_BIN_LIMIT, MAPE_IPK_LIMIT, MAPE_IPK_GOAL (bytes), MAPE_RELEASE, MAPE_DIST_TARGET_DIR
 set -uo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DIST=$ROOT/dist
-GOAL=${MAPE_IPK_GOAL:-204800}     # the issue's goal for the mipsel .ipk: reported only
-LIMIT=${MAPE_IPK_LIMIT:-491520}   # hard limit (480 KiB): fails the check
+# mipsel_24kc sizes reached (issue 13, docs/sizes.md); the limits are these + 5 %. When a
+# change makes them smaller for good, lower them here and in docs/sizes.md.
+REACHED_BIN=623796
+REACHED_IPK=293533
+GOAL=${MAPE_IPK_GOAL:-300000}                        # issue 13's goal for the .ipk: reported only
+LIMIT=${MAPE_IPK_LIMIT:-$((REACHED_IPK * 105 / 100))}     # .ipk hard limit: fails the check
+BIN_LIMIT=${MAPE_BIN_LIMIT:-$((REACHED_BIN * 105 / 100))} # binary hard limit: fails the check
 export CARGO_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$ROOT/target/dist}
 
 # shellcheck source=scripts/checks.sh
@@ -622,9 +628,18 @@ if [ -f "$m" ]; then
 	if [ "$s" -le "$GOAL" ]; then w="within"; else w="OVER"; fi
 	echo "note: mipsel_24kc .ipk is $s bytes, $w the size goal of $GOAL bytes (not a failure)"
 	if [ "$s" -le "$LIMIT" ]; then
-		ok "mipsel_24kc .ipk $s bytes <= limit $LIMIT (catches size regressions)"
+		ok "mipsel_24kc .ipk $s bytes <= limit $LIMIT (reached $REACHED_IPK + 5 %)"
 	else
-		bad "mipsel_24kc .ipk $s bytes > limit $LIMIT (MAPE_IPK_LIMIT): what grew?"
+		bad "mipsel_24kc .ipk $s bytes > limit $LIMIT (reached $REACHED_IPK + 5 %, or MAPE_IPK_LIMIT): it grew; scripts/size-report.sh shows what each part costs"
+	fi
+fi
+b=$DIST/bin/mipsel_24kc/mape
+if [ -f "$b" ]; then
+	s=$(stat -c %s "$b")
+	if [ "$s" -le "$BIN_LIMIT" ]; then
+		ok "mipsel_24kc binary $s bytes <= limit $BIN_LIMIT (reached $REACHED_BIN + 5 %)"
+	else
+		bad "mipsel_24kc binary $s bytes > limit $BIN_LIMIT (reached $REACHED_BIN + 5 %, or MAPE_BIN_LIMIT): it grew; scripts/size-report.sh shows what each part costs"
 	fi
 fi
 finish

@@ -660,7 +660,8 @@ fn a_stale_setup_whose_update_fails_leaves_the_live_setup_alone() {
     );
     assert_eq!(sys.tables.len(), 1, "the live table stays");
     assert_eq!(sys.addresses.len(), 1, "the live CE address stays");
-    assert_eq!(sys.state["wanmap"].owner.as_deref(), Some("0.2"));
+    let live = sys.state.iter().find(|s| s.name == "wanmap").unwrap();
+    assert_eq!(live.owner.as_deref(), Some("0.2"));
     assert!(
         sys.log
             .iter()
@@ -867,7 +868,7 @@ fn a_late_teardown_of_a_restarted_netifd_leaves_the_newer_setup_alone() {
         (1, 1),
         "the live setup stays"
     );
-    assert!(sys.state.contains_key("wanmap"));
+    assert!(sys.state.iter().any(|s| s.name == "wanmap"));
     // A teardown that starts after the setup removes everything.
     assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
     assert!(sys.tables.is_empty() && sys.addresses.is_empty() && sys.state.is_empty());
@@ -880,7 +881,14 @@ fn a_leftover_watch_task_ends_once_another_setup_owns_the_interface() {
         handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
         0
     );
-    let first = sys.state["wanmap"].owner.clone().unwrap();
+    let first = sys
+        .state
+        .iter()
+        .find(|s| s.name == "wanmap")
+        .unwrap()
+        .owner
+        .clone()
+        .unwrap();
     let task = notify(&sys, 1)[0]["command"].clone();
     assert!(
         task.as_array().unwrap().iter().any(|a| a == &json!(first)),

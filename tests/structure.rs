@@ -32,7 +32,8 @@ const RULES: &[(&str, &[&str])] = &[
 const EXTERNAL: &[(&str, &[&str])] = &[
     ("engine", &["std", "core", "ipnet", "thiserror"]),
     ("names", &["std", "core"]),
-    ("command", &["std", "core", "thiserror"]),
+    // nix: poll(2) and O_NONBLOCK on the child's pipes (no thread per pipe)
+    ("command", &["std", "core", "thiserror", "nix"]),
     ("ubus", &["std", "core", "thiserror", "serde_json"]),
 ];
 

@@ -107,9 +107,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
                 sys.link_mtu = a.link_mtu;
                 if let Some(dir) = &a.state_dir {
                     let saved = state::load(dir, iface).map_err(|e| format!("--state-dir: {e}"))?;
-                    if let Some(s) = saved {
-                        sys.state.insert(iface.to_string(), s);
-                    }
+                    sys.state.extend(saved);
                 }
                 let code = if action == "setup" {
                     handler::setup(&mut sys, &exe, iface, &config)
@@ -117,7 +115,7 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
                     handler::teardown(&mut sys, iface)
                 };
                 if let Some(dir) = &a.state_dir {
-                    match sys.state.get(iface) {
+                    match sys.state.iter().find(|s| s.name == iface) {
                         Some(s) => {
                             state::save(dir, s).map_err(|e| runtime(format!("--state-dir: {e}")))?
                         }

@@ -204,22 +204,26 @@ pub enum Step {
 /// would leave on the system (CE addresses, nft tables) so tests can check that a failed setup
 /// leaves nothing behind. `ubus call network.interface.<x> status` and `network.interface
 /// dump` are answered from the given JSON. [`DryRun::fail_on`] makes one step fail.
+///
+/// The model is kept in plain vectors (a few entries; sets and maps of four more types would
+/// cost the router binary ~15 KB: docs/sizes.md).
 pub struct DryRun {
     /// Status of the tunnel link, answered for any `network.interface.<name> status`.
     pub link_status: Option<Value>,
     /// Reply to `network.interface dump`.
     pub dump: Option<Value>,
     pub link_mtu: Option<u32>,
-    /// Saved states by interface.
-    pub state: std::collections::BTreeMap<String, State>,
+    /// Saved states, one per interface name.
+    pub state: Vec<State>,
     pub calls: Vec<Value>,
     pub nft: Vec<String>,
     pub log: Vec<String>,
-    /// What the recorded actions would have left: CE addresses (dev, address) and our tables.
-    pub addresses: std::collections::BTreeSet<(String, Ipv6Addr)>,
-    pub tables: std::collections::BTreeSet<String>,
-    /// Transient setup failures in a row, per interface.
-    pub failures: std::collections::BTreeMap<String, u32>,
+    /// What the recorded actions would have left: CE addresses (dev, address) and our tables,
+    /// each once.
+    pub addresses: Vec<(String, Ipv6Addr)>,
+    pub tables: Vec<String>,
+    /// Transient setup failures in a row, per interface (none listed: 0).
+    pub failures: Vec<(String, u32)>,
     /// Runs when the next update (`notify_proto` action 0) arrives, before it is answered:
     /// tests put another setup there, as a restarted netifd would run one meanwhile.
     pub before_update: Option<Hook>,
@@ -233,13 +237,13 @@ impl DryRun {
             link_status,
             dump: None,
             link_mtu: None,
-            state: Default::default(),
+            state: Vec::new(),
             calls: Vec::new(),
             nft: Vec::new(),
             log: Vec::new(),
-            addresses: Default::default(),
-            tables: Default::default(),
-            failures: Default::default(),
+            addresses: Vec::new(),
+            tables: Vec::new(),
+            failures: Vec::new(),
             before_update: None,
             fail: None,
             owner: 0,
@@ -321,10 +325,9 @@ impl System for DryRun {
         // Our scripts start with `add table ip T`, `delete table ip T`, then (to load) the
         // table's body: the table exists afterwards exactly when the body is there.
         if let Some(t) = script.lines().find_map(|l| l.strip_prefix("add table ip ")) {
+            self.tables.retain(|x| x != t);
             if script.contains(&format!("table ip {t} {{")) {
-                self.tables.insert(t.to_string());
-            } else {
-                self.tables.remove(t);
+                self.tables.push(t.to_string());
             }
         }
         Ok(())
@@ -334,7 +337,9 @@ impl System for DryRun {
         self.check(Step::AddrAdd)?;
         self.calls.push(json!({ "object": "kernel", "method": "addr_add",
                                 "args": { "dev": dev, "address": format!("{addr}/128"), "flags": ["nodad"] } }));
-        self.addresses.insert((dev.to_string(), addr));
+        if !self.addresses.iter().any(|(d, a)| d == dev && *a == addr) {
+            self.addresses.push((dev.to_string(), addr));
+        }
         Ok(())
     }
 
@@ -342,7 +347,7 @@ impl System for DryRun {
         self.calls
             .push(json!({ "object": "kernel", "method": "addr_del",
                                 "args": { "dev": dev, "address": format!("{addr}/128") } }));
-        self.addresses.remove(&(dev.to_string(), addr));
+        self.addresses.retain(|(d, a)| d != dev || *a != addr);
         Ok(())
     }
 
@@ -352,20 +357,23 @@ impl System for DryRun {
 
     fn save_state(&mut self, state: &State) -> Result<(), SysError> {
         self.check(Step::SaveState)?;
-        self.state.insert(state.name.clone(), state.clone());
+        self.clear_state(&state.name);
+        self.state.push(state.clone());
         Ok(())
     }
 
     fn load_state(&mut self, iface: &str) -> Option<State> {
-        self.state.get(iface).cloned()
+        self.state.iter().find(|s| s.name == iface).cloned()
     }
 
     fn clear_state(&mut self, iface: &str) {
-        self.state.remove(iface);
+        self.state.retain(|s| s.name != iface);
     }
 
     fn state_ifaces(&mut self) -> Vec<String> {
-        self.state.keys().cloned().collect()
+        let mut names: Vec<String> = self.state.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        names
     }
 
     fn owner_token(&mut self) -> String {
@@ -374,14 +382,16 @@ impl System for DryRun {
     }
 
     fn failures(&mut self, iface: &str) -> u32 {
-        self.failures.get(iface).copied().unwrap_or(0)
+        self.failures
+            .iter()
+            .find(|(i, _)| i == iface)
+            .map_or(0, |(_, n)| *n)
     }
 
     fn set_failures(&mut self, iface: &str, n: u32) {
-        if n == 0 {
-            self.failures.remove(iface);
-        } else {
-            self.failures.insert(iface.to_string(), n);
+        self.failures.retain(|(i, _)| i != iface);
+        if n != 0 {
+            self.failures.push((iface.to_string(), n));
         }
     }
 

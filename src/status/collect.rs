@@ -12,7 +12,6 @@
 //! Then [`collect`] reads each table (counters, presence), the tunnel's sysfs entry, the
 //! conntrack table once for all interfaces, and the conntrack statistics.
 
-use std::collections::HashMap;
 use std::io::BufRead as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -359,14 +358,12 @@ fn tunnel(src: &mut dyn Source, ifname: &str) -> Tunnel {
     t
 }
 
-/// Flows of one interface, as they are read.
+/// Flows of one interface, as they are read; counted in [`Acc::finish`] by sorting (a hash
+/// map per count would cost the router binary more: docs/sizes.md).
 #[derive(Default)]
 struct Acc {
-    /// Flows per (protocol, our port).
-    ports: HashMap<(Proto, u16), u32>,
-    /// Per LAN host: the (protocol, port) of each flow, and the flow count.
-    hosts: HashMap<Ipv4Addr, (Vec<(Proto, u16)>, u32)>,
-    dests: HashMap<(Proto, Ipv4Addr, u16), u32>,
+    /// (protocol, our port, LAN host, destination, destination port) of each flow.
+    flows: Vec<(Proto, u16, Ipv4Addr, Ipv4Addr, u16)>,
     other: u32,
 }
 
@@ -376,11 +373,8 @@ impl Acc {
             self.other += 1;
             return;
         }
-        *self.ports.entry((e.proto, e.nat_port)).or_default() += 1;
-        let h = self.hosts.entry(e.src).or_default();
-        h.0.push((e.proto, e.nat_port));
-        h.1 += 1;
-        *self.dests.entry((e.proto, e.dst, e.dport)).or_default() += 1;
+        self.flows
+            .push((e.proto, e.nat_port, e.src, e.dst, e.dport));
     }
 
     fn finish(self, m: &MappingInfo, top: usize) -> Usage {
@@ -400,7 +394,11 @@ impl Acc {
                 connections: 0,
             })
             .collect();
-        for (&(proto, port), &n) in &self.ports {
+        // Flows per (protocol, our port).
+        let mut ports: Vec<(Proto, u16)> = self.flows.iter().map(|f| (f.0, f.1)).collect();
+        ports.sort_unstable();
+        for run in ports.chunk_by(|a, b| a == b) {
+            let ((proto, port), n) = (run[0], run.len() as u32);
             u.connections += n;
             let Some(p) = proto.index() else { continue };
             u.by_proto[p].connections += n;
@@ -422,26 +420,27 @@ impl Acc {
         u.in_use = set_ports.len() as u32;
         u.sets = sets;
 
-        let mut hosts: Vec<HostUse> = self
-            .hosts
-            .into_iter()
-            .map(|(host, (mut flows, connections))| {
-                flows.sort_unstable();
-                flows.dedup();
+        // Per LAN host: its distinct (protocol, port) pairs, its ports, its flows.
+        let mut by_host: Vec<(Ipv4Addr, Proto, u16)> =
+            self.flows.iter().map(|f| (f.2, f.0, f.1)).collect();
+        by_host.sort_unstable();
+        let mut hosts: Vec<HostUse> = by_host
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|flows| {
                 let mut by_proto = [0u32; 3];
-                for (p, _) in &flows {
-                    if let Some(i) = p.index() {
+                for pair in flows.chunk_by(|a, b| (a.1, a.2) == (b.1, b.2)) {
+                    if let Some(i) = pair[0].1.index() {
                         by_proto[i] += 1;
                     }
                 }
-                let mut ports: Vec<u16> = flows.iter().map(|f| f.1).collect();
+                let mut ports: Vec<u16> = flows.iter().map(|f| f.2).collect();
                 ports.sort_unstable();
                 ports.dedup();
                 HostUse {
-                    host,
+                    host: flows[0].0,
                     ports: ports.len() as u32,
                     by_proto,
-                    connections,
+                    connections: flows.len() as u32,
                 }
             })
             .collect();
@@ -452,14 +451,16 @@ impl Acc {
         hosts.truncate(top);
         u.top_hosts = hosts;
 
-        let mut dests: Vec<DestUse> = self
-            .dests
-            .into_iter()
-            .map(|((proto, addr, port), connections)| DestUse {
-                proto,
-                addr,
-                port,
-                connections,
+        let mut by_dest: Vec<(Proto, Ipv4Addr, u16)> =
+            self.flows.iter().map(|f| (f.0, f.3, f.4)).collect();
+        by_dest.sort_unstable();
+        let mut dests: Vec<DestUse> = by_dest
+            .chunk_by(|a, b| a == b)
+            .map(|run| DestUse {
+                proto: run[0].0,
+                addr: run[0].1,
+                port: run[0].2,
+                connections: run.len() as u32,
             })
             .collect();
         dests.sort_by(|a, b| {

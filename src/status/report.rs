@@ -151,22 +151,44 @@ pub fn ubus_payload(r: &Report, s: &IfaceStatus) -> Value {
     v
 }
 
+const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+
 fn bytes(n: Option<u64>) -> String {
     let Some(n) = n else {
         return "?".into();
     };
-    let units = ["B", "kB", "MB", "GB", "TB"];
+    match scaled(n) {
+        (_, 0) => format!("{n} B"),
+        (v, i) => {
+            let t = tenths(v);
+            format!("{}.{} {}", t / 10, t % 10, UNITS[i])
+        }
+    }
+}
+
+/// `n` in the largest of [`UNITS`] (powers of 1000) that keeps it at least 1, and that unit.
+fn scaled(n: u64) -> (f64, usize) {
     let mut v = n as f64;
     let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
+    while v >= 1000.0 && i + 1 < UNITS.len() {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
+    (v, i)
+}
+
+/// `v` (1 <= v < 2^32) in tenths, rounded as `format!("{v:.1}")` rounds: the exact binary value,
+/// ties to even. By hand, because float formatting would add ~12 KB to the router binary
+/// (docs/sizes.md); a test compares the two.
+fn tenths(v: f64) -> u64 {
+    let bits = v.to_bits();
+    // v = m * 2^-shift exactly, with 21 <= shift <= 52 in this range
+    let shift = 1075 - ((bits >> 52) & 0x7ff);
+    let m = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let scaled = m * 10;
+    let (q, r) = (scaled >> shift, scaled & ((1 << shift) - 1));
+    let half = 1 << (shift - 1);
+    (q + u128::from(r > half || (r == half && q % 2 == 1))) as u64
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -360,6 +382,43 @@ pub fn to_text(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_round_as_float_formatting_does() {
+        // ties (1250: 1.25 exactly, to even), near-ties in binary (1050, 1350), unit edges
+        let mut ns = vec![
+            0, 1, 999, 1000, 1049, 1050, 1250, 1350, 1450, 12_250, 999_949, 999_950,
+        ];
+        ns.extend([
+            999_999,
+            1_000_000,
+            1_234_567_890,
+            999_999_999_999_999,
+            u64::MAX,
+            1 << 53,
+        ]);
+        // and a spread over every magnitude (a fixed-seed xorshift)
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ns.push(x >> (x % 61));
+            ns.push((x >> (x % 61)) / 50 * 50);
+        }
+        for n in ns {
+            let (v, i) = scaled(n);
+            let want = if i == 0 {
+                format!("{n} B")
+            } else {
+                format!("{v:.1} {}", UNITS[i])
+            };
+            assert_eq!(bytes(Some(n)), want, "{n}");
+        }
+        assert_eq!(bytes(Some(1250)), "1.2 kB");
+        assert_eq!(bytes(Some(1050)), "1.1 kB");
+        assert_eq!(bytes(None), "?");
+    }
     use crate::status::{
         CtInfo, HostUse, MappingInfo, Proto, ProtoUse, SetUse, Stats, Table, Tunnel, Usage, Warning,
     };
