@@ -47,6 +47,8 @@ ZIG_VERSION=0.15.2
 ZIGBUILD_VERSION=0.24.1
 VENV=${XBUILD_VENV:-$HOME/.cache/xbuild-venv}
 export CARGO_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$ROOT/target/dist}
+# Where the sources are built from (see stage_sources): one fixed place per target directory.
+STAGE=${MAPE_DIST_STAGE:-$CARGO_TARGET_DIR.src}
 DIST=$ROOT/dist
 
 # OpenWrt architecture -> Rust target. One armv7 hard-float binary (VFPv3-D16, no NEON) serves
@@ -168,7 +170,10 @@ t_setup=$((SECONDS - t_setup))
 #                              MAPE_DIST_PANIC=abort for panic messages (file:line dropped).
 #   -C force-unwind-tables=no  no .eh_frame: nothing unwinds. -5%.
 # The path remaps keep absolute build paths out of the binaries (same bytes whatever the
-# checkout, home or target directory).
+# checkout, home or target directory). The sources are built from a staged copy at one fixed
+# place (STAGE, below): the flags, and so cargo's cache of std and every dependency for six
+# targets, are then the same whatever directory the checkout is in (a CI clone in a new
+# directory each run rebuilds only the mape crate).
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 flags=(-C target-feature=+crt-static -C link-self-contained=no)
 case ${MAPE_DIST_PANIC:-immediate-abort} in
@@ -177,7 +182,7 @@ abort) flags+=(-Z location-detail=none) ;;
 *) die "MAPE_DIST_PANIC must be immediate-abort or abort" ;;
 esac
 flags+=(
-	"--remap-path-prefix=$ROOT=/mape-rs" "--remap-path-prefix=$cargo_home=/cargo"
+	"--remap-path-prefix=$STAGE=/mape-rs" "--remap-path-prefix=$cargo_home=/cargo"
 	"--remap-path-prefix=$sysroot=/rust" "--remap-path-prefix=$CARGO_TARGET_DIR=/target"
 )
 # Per target, added to the flags above:
@@ -198,6 +203,22 @@ unset CARGO_BUILD_TARGET RUSTFLAGS
 BUILD_STD_ARGS=(-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
 
 # --- build ---------------------------------------------------------------------------------
+# The staged copy: the files git knows (tracked, and untracked but not ignored: a dirty tree
+# builds as it is), modification times kept so cargo sees what changed since the last build.
+stage_sources() {
+	local list
+	list=$(mktemp)
+	if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		git -C "$ROOT" ls-files -z --cached --others --exclude-standard >"$list"
+	else # a source tarball: everything but build output
+		(cd "$ROOT" && find . -path ./target -prune -o -path ./dist -prune -o -type f -print0) >"$list"
+	fi
+	rm -rf "$STAGE" && mkdir -p "$STAGE"
+	tar -C "$ROOT" --null -T "$list" -cf - | tar -C "$STAGE" -xpf -
+	rm -f "$list"
+}
+stage_sources
+MANIFEST=(--manifest-path "$STAGE/Cargo.toml")
 declare -A built_secs=()
 triples=()
 for want in "${selected[@]}"; do
@@ -210,7 +231,7 @@ if [ -n "$example" ]; then
 	for want in "${selected[@]}"; do
 		t=$(target_of "$want")
 		log "building example $example for $t"
-		cargo zigbuild --release --locked --example "$example" --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
+		cargo zigbuild "${MANIFEST[@]}" --release --locked --example "$example" --target "$t" "${CARGO_FEATURE_ARGS[@]}" \
 			-Z build-std=std,panic_abort -Z build-std-features=
 		install -D -m 0755 "$CARGO_TARGET_DIR/$t/release/examples/$example" "$DIST/examples/$want/$example"
 	done
@@ -222,7 +243,7 @@ for t in "${triples[@]}"; do
 	# shellcheck disable=SC2207
 	tflags=("${flags[@]}" $(target_flags "$t"))
 	CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; echo "${tflags[*]}") \
-		cargo zigbuild --release --locked --bin mape --target "$t" "${CARGO_FEATURE_ARGS[@]}" "${BUILD_STD_ARGS[@]}"
+		cargo zigbuild "${MANIFEST[@]}" --release --locked --bin mape --target "$t" "${CARGO_FEATURE_ARGS[@]}" "${BUILD_STD_ARGS[@]}"
 	built_secs[$t]=$((SECONDS - s))
 done
 
