@@ -47,10 +47,12 @@ fn v6plus_pd56_isp_auto() {
         Some(status(&[("240b:10:3f6c:d400::", 56)], &[])),
     );
     assert_eq!(code, 0, "{:?}", sys.log);
-    // Host dependency on the tunnel link first.
+    // Host dependency on the route to the BR over the tunnel link (as dslite.sh does with its
+    // peer): a dependency on `::` would need a default route on the link.
     let dep = notify(&sys, 6);
+    assert_eq!(dep.len(), 1);
     assert_eq!(dep[0]["ifname"], "wan6");
-    assert_eq!(dep[0]["host"], "::");
+    assert_eq!(dep[0]["host"], "2404:9200:225:100::64");
     // CE /128 on the link device before the update.
     let add = kernel(&sys, "addr_add");
     assert_eq!(add[0]["dev"], "wan");
@@ -522,4 +524,215 @@ fn setup_over_a_live_setup_with_another_prefix_removes_the_old_address() {
         0
     );
     assert!(kernel(&sys, "addr_del").is_empty());
+}
+
+/// A router for several handler processes at once: one kernel (addresses, nft tables) and one
+/// state directory, shared by every `Shared` system; netifd answers from `link`. `on_update`
+/// runs when this system's setup sends its update (notify_proto action 0), and that call then
+/// fails as a ubus timeout does.
+#[derive(Default)]
+struct Router {
+    state: std::collections::BTreeMap<String, Value>,
+    addrs: std::collections::BTreeSet<(String, std::net::Ipv6Addr)>,
+    tables: std::collections::BTreeSet<String>,
+    tokens: u32,
+}
+
+struct Shared<'a> {
+    router: std::rc::Rc<std::cell::RefCell<Router>>,
+    link: Value,
+    on_update: Option<Box<dyn FnMut() + 'a>>,
+    calls: Vec<Value>,
+    log: Vec<String>,
+}
+
+impl<'a> Shared<'a> {
+    fn new(router: &std::rc::Rc<std::cell::RefCell<Router>>, link: Value) -> Self {
+        Shared {
+            router: router.clone(),
+            link,
+            on_update: None,
+            calls: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+}
+
+impl handler::System for Shared<'_> {
+    fn ubus_call(
+        &mut self,
+        object: &str,
+        method: &str,
+        args: &Value,
+    ) -> Result<Value, handler::SysError> {
+        if method == "status" {
+            return Ok(self.link.clone());
+        }
+        self.calls
+            .push(json!({"object": object, "method": method, "args": args}));
+        if method == "notify_proto" && args["action"] == 0 {
+            if let Some(mut f) = self.on_update.take() {
+                f();
+                return Err(handler::SysError(
+                    "ubus failed: Command failed: Request timed out (exit status: 7)".into(),
+                ));
+            }
+        }
+        Ok(Value::Null)
+    }
+    fn nft_apply(&mut self, script: &str) -> Result<(), handler::SysError> {
+        let name = script
+            .split_whitespace()
+            .skip_while(|w| *w != "ip")
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut r = self.router.borrow_mut();
+        if script.contains(&format!("table ip {name} {{")) {
+            r.tables.insert(name);
+        } else {
+            r.tables.remove(&name);
+        }
+        Ok(())
+    }
+    fn addr_add(&mut self, dev: &str, addr: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        self.router.borrow_mut().addrs.insert((dev.into(), addr));
+        Ok(())
+    }
+    fn addr_del(&mut self, dev: &str, addr: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        self.router.borrow_mut().addrs.remove(&(dev.into(), addr));
+        Ok(())
+    }
+    fn link_mtu(&mut self, _dev: &str) -> Option<u32> {
+        None
+    }
+    fn save_state(&mut self, iface: &str, state: &Value) -> Result<(), handler::SysError> {
+        self.router
+            .borrow_mut()
+            .state
+            .insert(iface.into(), state.clone());
+        Ok(())
+    }
+    fn load_state(&mut self, iface: &str) -> Option<Value> {
+        self.router.borrow().state.get(iface).cloned()
+    }
+    fn clear_state(&mut self, iface: &str) {
+        self.router.borrow_mut().state.remove(iface);
+    }
+    fn state_ifaces(&mut self) -> Vec<String> {
+        self.router.borrow().state.keys().cloned().collect()
+    }
+    fn owner_token(&mut self) -> String {
+        let mut r = self.router.borrow_mut();
+        r.tokens += 1;
+        format!("setup-{}", r.tokens)
+    }
+    fn log(&mut self, line: &str) {
+        self.log.push(line.into());
+    }
+}
+
+fn watch_owner(calls: &[Value]) -> String {
+    let task = calls
+        .iter()
+        .find(|c| c["args"]["action"] == 1)
+        .expect("a watch task");
+    let cmd: Vec<&str> = task["args"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let at = cmd.iter().position(|w| *w == "--owner").unwrap();
+    cmd[at + 1].to_string()
+}
+
+/// `ubus call network restart`: netifd re-executes itself while a setup of the old netifd is
+/// still waiting for its update to be answered. The new netifd's setup of the same interface
+/// brings it up (same table, same CE address); then the old setup's call times out. Its
+/// rollback must leave the live table and address alone, and its watch task must end.
+#[test]
+fn a_stale_setup_whose_update_times_out_leaves_the_live_setup_alone() {
+    let router = std::rc::Rc::new(std::cell::RefCell::new(Router::default()));
+    let link = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    let config = json!({"tunlink": "wan6"}).to_string();
+    let ce: std::net::Ipv6Addr = "240b:10:3f6c:d400:6a:483f:6c00:d400".parse().unwrap();
+    let mut live_calls = Vec::new();
+    let mut stale = Shared::new(&router, link.clone());
+    stale.on_update = Some(Box::new(|| {
+        let mut live = Shared::new(&router, link.clone());
+        assert_eq!(handler::setup(&mut live, EXE, "wanmap", &config), 0);
+        live_calls = live.calls;
+    }));
+    assert_eq!(
+        handler::setup(&mut stale, EXE, "wanmap", &config),
+        1,
+        "the stale setup fails"
+    );
+    let stale_log = stale.log.join("\n");
+    drop(stale);
+
+    let r = router.borrow();
+    assert!(
+        r.tables.contains("mape_wanmap"),
+        "the live table is gone: {stale_log}"
+    );
+    assert!(
+        r.addrs.contains(&("wan".to_string(), ce)),
+        "the live CE address is gone: {stale_log}"
+    );
+    assert!(
+        stale_log.contains("another setup owns the interface"),
+        "{stale_log}"
+    );
+    // The state is the live setup's, and only its watch task keeps running.
+    let live_owner = watch_owner(&live_calls);
+    assert_eq!(r.state["wanmap"]["owner"], live_owner.as_str());
+    assert_eq!(r.state["wanmap"]["ce"], ce.to_string());
+    drop(r);
+    let mut sys = Shared::new(&router, link.clone());
+    assert!(handler::owns(&mut sys, "wanmap", &live_owner));
+    assert!(!handler::owns(&mut sys, "wanmap", "setup-1"));
+}
+
+/// Without a newer owner, a setup whose update fails removes everything it added.
+#[test]
+fn a_setup_whose_update_fails_removes_what_it_added() {
+    let router = std::rc::Rc::new(std::cell::RefCell::new(Router::default()));
+    let link = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    let mut sys = Shared::new(&router, link);
+    sys.on_update = Some(Box::new(|| {}));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        1
+    );
+    let r = router.borrow();
+    assert!(r.tables.is_empty(), "{:?}", r.tables);
+    assert!(r.addrs.is_empty(), "{:?}", r.addrs);
+    assert!(r.state.is_empty(), "{:?}", r.state);
+}
+
+/// A setup that has to wait for a prefix still claims the interface, so that its watch task
+/// can tell when a newer setup took over.
+#[test]
+fn a_waiting_setup_claims_the_interface_for_its_watch_task() {
+    let router = std::rc::Rc::new(std::cell::RefCell::new(Router::default()));
+    let mut first = Shared::new(&router, status(&[], &[]));
+    assert_eq!(
+        handler::setup(&mut first, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    let waiting = watch_owner(&first.calls);
+    assert!(handler::owns(&mut first, "wanmap", &waiting));
+    let mut second = Shared::new(&router, status(&[("240b:10:3f6c:d400::", 56)], &[]));
+    assert_eq!(
+        handler::setup(&mut second, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    assert!(!handler::owns(&mut second, "wanmap", &waiting));
+    let live = watch_owner(&second.calls);
+    assert!(handler::owns(&mut second, "wanmap", &live));
+    // A teardown leaves no owner: every watch task of the interface ends.
+    assert_eq!(handler::teardown(&mut second, "wanmap"), 0);
+    assert!(router.borrow().state.is_empty());
 }

@@ -105,6 +105,7 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
 /// messenger: the address, nft table and state are real.
 fn fake_ubus(dir: &Path) {
     let script = r#"#!/bin/sh
+[ "$1" = -t ] && shift 2 # the handler bounds every call: ubus -t SECONDS call ...
 [ "$1" = call ] || exit 1
 case "$2 $3" in
   "network.interface.wan6 status") cat "$FAKE_UBUS_DIR/status.json" ;;
@@ -200,6 +201,100 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         "{addrs}"
     );
     ns.exec(&teardown);
+}
+
+/// `ubus call network restart` re-executes netifd while a setup of the old netifd waits for
+/// its update (notify_proto) to be answered, and the new netifd's setup of the same interface
+/// brings it up with the same table and CE address. The old setup's call then times out: its
+/// rollback must leave the live table and address alone, and the call must not take ubus's
+/// default 30 s. The `ubus` stand-in honours `-t` like the real one (it never answers the stale
+/// update: it waits the timeout it was given, 30 s without one, and fails as ubus does).
+#[test]
+fn a_stale_setup_whose_update_times_out_leaves_the_live_table_and_address() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
+        return;
+    }
+    let ns = Netns::new("stale");
+    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
+    let dir = tempdir("stale");
+    let script = r#"#!/bin/sh
+t=30
+[ "$1" = -t ] && { t=$2; shift 2; }
+[ "$1" = call ] || exit 1
+case "$2 $3" in
+  "network.interface.wan6 status") cat "$FAKE_UBUS_DIR/status.json" ;;
+  *) printf '%s %s %s\n' "$2" "$3" "$4" >> "$FAKE_UBUS_DIR/calls-$FAKE_UBUS_TAG.log"
+     case "$4" in *'"action":0'*)
+       [ -n "$FAKE_UBUS_HANG" ] || exit 0
+       touch "$FAKE_UBUS_DIR/hanging"; sleep "$t"; echo "Command failed: Request timed out" >&2; exit 7 ;;
+     esac ;;
+esac
+"#;
+    std::fs::write(dir.join("ubus"), script).unwrap();
+    run(&["chmod", "755", dir.join("ubus").to_str().unwrap()]);
+    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
+    let d = dir.display();
+    let setup = |tag: &str, hang: bool| {
+        format!(
+            "PATH={d}:$PATH FAKE_UBUS_DIR={d} FAKE_UBUS_TAG={tag} {} MAPE_STATE_DIR={d}/state \
+             {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\"}}'",
+            if hang { "FAKE_UBUS_HANG=1" } else { "" }
+        )
+    };
+    let started = std::time::Instant::now();
+    let mut stale = ns.spawn(&["sh", "-c", &setup("stale", true)]);
+    let mut waited = 0;
+    while !dir.join("hanging").exists() {
+        if waited == 600 {
+            let _ = stale.kill();
+            panic!("the stale setup never sent its update");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    ns.exec(&setup("live", false)); // the restarted netifd's setup
+    let out = stale.wait_with_output().unwrap();
+    let secs = started.elapsed().as_secs();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the stale setup must fail: {log}"
+    );
+    assert!(
+        secs < 20,
+        "the stale setup took {secs} s: its ubus calls are not bounded"
+    );
+    let ce = "240b:10:3f6c:d400:6a:483f:6c00:d400";
+    assert!(
+        ns.exec("nft list tables").contains("table ip mape_wanmap"),
+        "the stale setup's rollback deleted the live table: {log}"
+    );
+    assert!(
+        ns.exec("ip -6 addr show dev wan").contains(ce),
+        "the stale setup's rollback deleted the live CE address: {log}"
+    );
+    // The state names the live setup, whose watch task is the one that keeps running.
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/wanmap.json")).unwrap())
+            .unwrap();
+    let live_calls = std::fs::read_to_string(dir.join("calls-live.log")).unwrap();
+    let owner = state["owner"].as_str().unwrap();
+    assert!(
+        live_calls.contains(&format!("\"--owner\",\"{owner}\"")),
+        "{owner} {live_calls}"
+    );
+    let stale_calls = std::fs::read_to_string(dir.join("calls-stale.log")).unwrap();
+    assert!(!stale_calls.contains(owner), "{stale_calls}");
+    // The stale setup's watch task (had it started one) would end at its first look.
+    let watch = ns.try_exec(&format!(
+        "MAPE_STATE_DIR={d}/state {BIN} netifd watch wanmap '{{\"tunlink\":\"wan6\"}}' --owner stale --current none"
+    ));
+    assert_eq!(watch.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&watch.stderr).contains("another setup owns the interface"),
+        "{watch:?}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use common::{root_tests, run, sh, tempdir, Bg, Netns, BIN};
 
 /// `ubus` stand-in: `status` of the link and `dump` from files, every other call logged.
 const FAKE_UBUS: &str = r#"#!/bin/sh
+[ "$1" = -t ] && shift 2 # the handler bounds every call: ubus -t SECONDS call ...
 [ "$1" = call ] || exit 1
 case "$2 $3" in
   network.interface.*" status") cat "$FAKE_UBUS_DIR/status.json" ;;

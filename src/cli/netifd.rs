@@ -40,6 +40,10 @@ pub struct NetifdArgs {
     /// watch: the prefix in use (`none` while waiting for one).
     #[arg(long, value_name = "PREFIX")]
     pub current: Option<String>,
+    /// watch: the owner token of the setup that started the task; the task exits once the
+    /// interface's state names another owner (a newer setup took over).
+    #[arg(long, value_name = "TOKEN")]
+    pub owner: Option<String>,
     /// watch: seconds between looks at the link (default 10, or $MAPE_WATCH_INTERVAL).
     #[arg(long, value_name = "SECONDS")]
     pub interval: Option<u64>,
@@ -160,6 +164,14 @@ pub fn run(a: &NetifdArgs) -> Result<i32, String> {
             );
             let mut src = crate::status::RealSource::new();
             loop {
+                if let Some(owner) = &a.owner {
+                    if !handler::owns(&mut sys, iface, owner) {
+                        eprintln!(
+                            "mape: {iface}: another setup owns the interface: this watch task ends"
+                        );
+                        return Ok(0);
+                    }
+                }
                 match handler::watch_once(&mut sys, iface, &config, current) {
                     WatchVerdict::Changed(why) => {
                         eprintln!("mape: {iface}: {why}: restarting the interface");

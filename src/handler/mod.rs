@@ -7,19 +7,34 @@
 //!
 //! Setup, in order (each step rolls back the earlier ones if it fails):
 //! 1. parse and validate the config (a bad option is permanent: error + block restart);
-//! 2. register a host dependency on the tunnel link, so netifd brings us back with it;
+//! 2. claim the interface: a fresh owner token goes into its state file (see "Ownership");
 //! 3. read the link's prefixes (PD, static `ip6prefix`, else the RA /64 address) and map the
 //!    first one that resolves; none yet, or none of a known ISP: report the error and start a
 //!    proto task that waits for a usable prefix (the interface is not blocked);
-//! 4. add the CE /128 to the link's device ourselves, with NODAD, *before* the tunnel exists:
-//!    map.sh adds it later through a second dynamic interface and netifd's DAD delay, which is
-//!    why users see "Local address not yet configured" and RX 0 (see the README);
-//! 5. load our nft table (one atomic `nft -f`);
-//! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`);
-//! 7. start the proto task that watches the link: when the prefix changes it exits, netifd
+//! 4. register a host dependency on the route to the BR over the tunnel link (as OpenWrt's
+//!    dslite.sh does with its peer): netifd adds a host route to the BR there, takes us down
+//!    when the link goes down and sets us up again when it is back. A dependency on `::` (what
+//!    map.sh uses) needs a default route on the link; a link that only routes the BR's network
+//!    would leave the interface unavailable (NO_DEVICE);
+//! 5. record in the state what the next steps add (so a later setup or teardown knows it),
+//!    then add the CE /128 to the link's device ourselves, with NODAD, *before* the tunnel
+//!    exists: map.sh adds it later through a second dynamic interface and netifd's DAD delay,
+//!    which is why users see "Local address not yet configured" and RX 0 (see the README);
+//! 6. load our nft table (one atomic `nft -f`);
+//! 7. send the update (tunnel, IPv4, default route, zone, `data.mape`);
+//! 8. start the proto task that watches the link: when the prefix changes it exits, netifd
 //!    tears us down and, because nothing blocked the restart, sets us up again. While the
 //!    interface is up, each round also refreshes its port usage ([`status_round`]: the status
 //!    file, and `data.mape_status` when it changed).
+//!
+//! Ownership: `ubus call network restart` makes netifd re-execute itself without waiting for
+//! its handlers, so a setup of the old netifd can still be running while the new netifd's
+//! setup of the same interface creates the same table and CE address. Each setup therefore
+//! writes a fresh owner token into the interface's state before it changes anything, rolls
+//! back only while the state still names it (a newer setup's table and address are left
+//! alone), and hands the token to its watch task, which exits as soon as the state names
+//! another owner (or none). Every ubus call has a bounded timeout (see [`RealSystem`]), so a
+//! setup talking to a netifd that went away gives up within seconds.
 
 mod netlink;
 mod status;
@@ -61,6 +76,9 @@ pub trait System {
         let _ = (iface, status);
         Ok(())
     }
+    /// A token no other setup of this interface has used: names the owner of what a setup
+    /// creates (see "Ownership" above).
+    fn owner_token(&mut self) -> String;
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
 }
@@ -70,11 +88,13 @@ pub const OK: i32 = 0;
 pub const FAILED: i32 = 1;
 
 /// The argument vector of the proto task: watch the link and exit when the mapping would
-/// change. `current` is the prefix now in use (`none` while waiting).
+/// change, or when another setup owns the interface. `current` is the prefix now in use
+/// (`none` while waiting); `owner` the token of the setup that starts it.
 pub fn watch_command(
     exe: &str,
     iface: &str,
     config: &str,
+    owner: &str,
     current: Option<&CustomerPrefix>,
 ) -> Vec<String> {
     vec![
@@ -83,9 +103,54 @@ pub fn watch_command(
         "watch".into(),
         iface.into(),
         config.into(),
+        "--owner".into(),
+        owner.into(),
         "--current".into(),
         current.map_or("none".to_string(), |p| p.to_string()),
     ]
+}
+
+/// Whether the interface's state still names `owner` (see "Ownership" above).
+pub fn owns(sys: &mut dyn System, iface: &str, owner: &str) -> bool {
+    sys.load_state(iface)
+        .is_some_and(|s| s.get("owner").and_then(Value::as_str) == Some(owner))
+}
+
+/// Marks the interface as being set up by `owner`, keeping what an earlier state recorded
+/// (a later step removes that earlier CE address if it differs).
+fn claim(sys: &mut dyn System, iface: &str, owner: &str, prev: Option<&Value>) {
+    let mut state = match prev {
+        Some(Value::Object(o)) => Value::Object(o.clone()),
+        _ => json!({}),
+    };
+    state["owner"] = json!(owner);
+    if let Err(e) = sys.save_state(iface, &state) {
+        sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
+    }
+}
+
+/// What a failed setup added, removed only while the setup still owns the interface: a newer
+/// setup (of a restarted netifd) may have claimed it, with the same table and CE address.
+fn roll_back(
+    sys: &mut dyn System,
+    iface: &str,
+    owner: &str,
+    table: Option<&str>,
+    address: Option<(&str, Ipv6Addr)>,
+) {
+    if !owns(sys, iface, owner) {
+        sys.log(&format!(
+            "mape: {iface}: another setup owns the interface now: leaving its table and address"
+        ));
+        return;
+    }
+    if let Some(table) = table {
+        let _ = sys.nft_apply(&nft::delete_script(table));
+    }
+    if let Some((dev, ce)) = address {
+        let _ = sys.addr_del(dev, ce);
+    }
+    sys.clear_state(iface);
 }
 
 /// Resolves the first prefix of the link that maps under the configured rules.
@@ -184,6 +249,9 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             return FAILED;
         }
     }
+    let owner = sys.owner_token();
+    let prev = sys.load_state(iface);
+    claim(sys, iface, &owner, prev.as_ref());
     let Some(tunlink) = tunlink_for(sys, iface, &cfg) else {
         report(
             sys,
@@ -192,9 +260,8 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             "no interface has a usable IPv6 prefix yet (set tunlink)",
             false,
         );
-        return start_task(sys, exe, iface, config_json, None);
+        return start_task(sys, exe, iface, config_json, &owner, None);
     };
-    let _ = notify(sys, msg::host_dependency(iface, "::", &tunlink));
 
     let link = match link_status(sys, &tunlink) {
         Ok(l) if l.up && !l.prefixes.is_empty() => l,
@@ -206,11 +273,11 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
                 &format!("tunlink {tunlink}: no IPv6 prefix yet, waiting"),
                 false,
             );
-            return start_task(sys, exe, iface, config_json, None);
+            return start_task(sys, exe, iface, config_json, &owner, None);
         }
         Err(e) => {
             report(sys, iface, codes::NO_PREFIX, &e, false);
-            return start_task(sys, exe, iface, config_json, None);
+            return start_task(sys, exe, iface, config_json, &owner, None);
         }
     };
     let resolved = match resolve_for_link(&cfg, &link) {
@@ -218,9 +285,10 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         Err((code, detail, permanent)) => {
             report(sys, iface, code, &detail, permanent);
             return if permanent {
+                roll_back(sys, iface, &owner, None, None);
                 FAILED
             } else {
-                start_task(sys, exe, iface, config_json, None)
+                start_task(sys, exe, iface, config_json, &owner, None)
             };
         }
     };
@@ -235,7 +303,7 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             &format!("tunlink {tunlink}: no device"),
             false,
         );
-        return start_task(sys, exe, iface, config_json, None);
+        return start_task(sys, exe, iface, config_json, &owner, None);
     };
     let ifname = ifname_for(iface);
     let table = table_for(iface);
@@ -257,18 +325,38 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         Ok(s) => s,
         Err(e) => {
             report(sys, iface, codes::INVALID_OPTION, &e.to_string(), true);
+            roll_back(sys, iface, &owner, None, None);
             return FAILED;
         }
     };
     let mtu = cfg.tunnel_mtu(sys.link_mtu(&dev));
     let ce = m.ce.addr();
 
+    // Depend on the route to the BR over the tunnel link (no BR: on the link being up).
+    let peer = m.br.map(|b| b.to_string()).unwrap_or_default();
+    if let Err(e) = notify(sys, msg::host_dependency(iface, &peer, &tunlink)) {
+        sys.log(&format!(
+            "mape: {iface}: no route to the BR {peer} over {tunlink} ({e}): netifd keeps the \
+             interface unavailable until there is one"
+        ));
+    }
+
     // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
     // manual `ifup`) must not leave the previous prefix's CE address behind.
-    if let Some((old_dev, old_ce)) = sys.load_state(iface).as_ref().and_then(state_address) {
+    if let Some((old_dev, old_ce)) = prev.as_ref().and_then(state_address) {
         if (old_dev.as_str(), old_ce) != (dev.as_str(), ce) {
             let _ = sys.addr_del(&old_dev, old_ce);
         }
+    }
+    // The state names what the next steps add before they add it: a teardown, or the next
+    // setup, must find the address and table even if this process dies half-way.
+    // The script is kept so `reapply` can restore the table after `fw4 flush` (firewall stop).
+    // `mapping` (the calculator JSON) lets `mape status` work without ubus.
+    let state = json!({ "owner": owner, "ce": ce.to_string(), "dev": dev, "table": table,
+                        "ifname": ifname, "tunlink": tunlink, "prefix": m.prefix.to_string(),
+                        "nft": script, "mapping": crate::render::calc::to_json(&resolved) });
+    if let Err(e) = sys.save_state(iface, &state) {
+        sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
     }
     if let Err(e) = sys.addr_add(&dev, ce) {
         report(
@@ -278,10 +366,11 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
             &format!("adding {ce}/128 to {dev}: {e}"),
             false,
         );
+        roll_back(sys, iface, &owner, None, None);
         return FAILED;
     }
     if let Err(e) = sys.nft_apply(&script) {
-        let _ = sys.addr_del(&dev, ce);
+        roll_back(sys, iface, &owner, None, Some((&dev, ce)));
         report(sys, iface, codes::NFT_FAILED, &e.to_string(), true);
         return FAILED;
     }
@@ -294,24 +383,15 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         resolved: &resolved,
     });
     if let Err(e) = notify(sys, update) {
-        let _ = sys.nft_apply(&nft::delete_script(&table));
-        let _ = sys.addr_del(&dev, ce);
         sys.log(&format!("mape: {iface}: notify_proto failed: {e}"));
+        roll_back(sys, iface, &owner, Some(&table), Some((&dev, ce)));
         return FAILED;
-    }
-    // The script is kept so `reapply` can restore the table after `fw4 flush` (firewall stop).
-    // `mapping` (the calculator JSON) lets `mape status` work without ubus.
-    let state = json!({ "ce": ce.to_string(), "dev": dev, "table": table, "ifname": ifname,
-                        "tunlink": tunlink, "prefix": m.prefix.to_string(), "nft": script,
-                        "mapping": crate::render::calc::to_json(&resolved) });
-    if let Err(e) = sys.save_state(iface, &state) {
-        sys.log(&format!("mape: {iface}: warning: cannot save state: {e}"));
     }
     sys.log(&format!(
         "mape: {iface}: up: {origin}, CE {ce}, BR {}",
         m.br.map(|b| b.to_string()).unwrap_or_default()
     ));
-    start_task(sys, exe, iface, config_json, Some(&m.prefix))
+    start_task(sys, exe, iface, config_json, &owner, Some(&m.prefix))
 }
 
 /// The netifd error code of a configuration error.
@@ -356,11 +436,12 @@ fn start_task(
     exe: &str,
     iface: &str,
     config: &str,
+    owner: &str,
     current: Option<&CustomerPrefix>,
 ) -> i32 {
     match notify(
         sys,
-        msg::run_command(iface, &watch_command(exe, iface, config, current)),
+        msg::run_command(iface, &watch_command(exe, iface, config, owner, current)),
     ) {
         Ok(_) => OK,
         Err(e) => {

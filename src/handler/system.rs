@@ -18,6 +18,11 @@ impl fmt::Display for SysError {
     }
 }
 
+/// Seconds any one `ubus` call may take (`ubus -t`). netifd answers in milliseconds; a call it
+/// does not answer (it was restarted, or is gone) must not hold a setup for ubus's default
+/// 30 s, during which the restarted netifd's setup of the same interface has long finished.
+pub const UBUS_TIMEOUT_SECS: u32 = 5;
+
 /// The router: `ubus` and `nft` from PATH (both are OpenWrt base packages), netlink for the
 /// CE address, state in `$MAPE_STATE_DIR` (default `/var/run/mape`).
 pub struct RealSystem {
@@ -55,7 +60,12 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SysError
 
 impl System for RealSystem {
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError> {
-        let out = run("ubus", &["call", object, method, &args.to_string()], None)?;
+        let timeout = UBUS_TIMEOUT_SECS.to_string();
+        let out = run(
+            "ubus",
+            &["-t", &timeout, "call", object, method, &args.to_string()],
+            None,
+        )?;
         if out.trim().is_empty() {
             return Ok(Value::Null);
         }
@@ -132,6 +142,14 @@ impl System for RealSystem {
         names
     }
 
+    fn owner_token(&mut self) -> String {
+        // The process id is unique among running setups, the clock among past ones.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}.{nanos}", std::process::id())
+    }
+
     fn log(&mut self, line: &str) {
         // netifd logs our stderr with the interface name.
         eprintln!("{line}");
@@ -153,6 +171,8 @@ pub struct DryRun {
     pub calls: Vec<Value>,
     pub nft: Vec<String>,
     pub log: Vec<String>,
+    /// Owner tokens handed out so far (`dry-run-1`, `dry-run-2`, ...: repeatable output).
+    pub owners: u32,
 }
 
 impl DryRun {
@@ -166,6 +186,7 @@ impl DryRun {
             calls: Vec::new(),
             nft: Vec::new(),
             log: Vec::new(),
+            owners: 0,
         }
     }
 
@@ -248,6 +269,11 @@ impl System for DryRun {
     fn save_status(&mut self, iface: &str, status: &Value) -> Result<(), SysError> {
         self.status.insert(iface.to_string(), status.clone());
         Ok(())
+    }
+
+    fn owner_token(&mut self) -> String {
+        self.owners += 1;
+        format!("dry-run-{}", self.owners)
     }
 
     fn log(&mut self, line: &str) {
