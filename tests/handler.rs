@@ -625,7 +625,7 @@ impl handler::System for Shared<'_> {
     fn owner_token(&mut self) -> String {
         let mut r = self.router.borrow_mut();
         r.tokens += 1;
-        format!("setup-{}", r.tokens)
+        format!("0.{}", r.tokens)
     }
     fn log(&mut self, line: &str) {
         self.log.push(line.into());
@@ -692,7 +692,7 @@ fn a_stale_setup_whose_update_times_out_leaves_the_live_setup_alone() {
     drop(r);
     let mut sys = Shared::new(&router, link.clone());
     assert!(handler::owns(&mut sys, "wanmap", &live_owner));
-    assert!(!handler::owns(&mut sys, "wanmap", "setup-1"));
+    assert!(!handler::owns(&mut sys, "wanmap", "0.1"));
 }
 
 /// Without a newer owner, a setup whose update fails removes everything it added.
@@ -735,4 +735,64 @@ fn a_waiting_setup_claims_the_interface_for_its_watch_task() {
     // A teardown leaves no owner: every watch task of the interface ends.
     assert_eq!(handler::teardown(&mut second, "wanmap"), 0);
     assert!(router.borrow().state.is_empty());
+}
+
+/// `network restart` again: the old netifd's teardown runs late, after the new netifd's setup
+/// brought the interface up. It must not remove that setup's table and address.
+#[test]
+fn a_teardown_older_than_the_live_setup_leaves_it_alone() {
+    let router = std::rc::Rc::new(std::cell::RefCell::new(Router::default()));
+    let link = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    // The live setup claims the interface at time 5 ...
+    router.borrow_mut().tokens = 4;
+    let mut live = Shared::new(&router, link.clone());
+    assert_eq!(
+        handler::setup(&mut live, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    assert_eq!(router.borrow().state["wanmap"]["owner"], "0.5");
+    // ... the old netifd's teardown started at time 1 and only now looks at the interface.
+    router.borrow_mut().tokens = 0;
+    let mut old = Shared::new(&router, link.clone());
+    assert_eq!(handler::teardown(&mut old, "wanmap"), 0);
+    let r = router.borrow();
+    assert!(r.tables.contains("mape_wanmap"), "{:?}", old.log);
+    assert_eq!(r.addrs.len(), 1);
+    assert!(r.state.contains_key("wanmap"));
+    drop(r);
+    // An ordinary teardown (started after the setup) removes everything.
+    router.borrow_mut().tokens = 10;
+    assert_eq!(handler::teardown(&mut live, "wanmap"), 0);
+    let r = router.borrow();
+    assert!(r.tables.is_empty() && r.addrs.is_empty() && r.state.is_empty());
+}
+
+/// A DHCPv6 server renumbers in place: netifd lists the withdrawn prefix first, with its
+/// lifetime over (`"valid": -1`), and the new one after it. Setup maps the new one, and the watch
+/// task sees no change while that stays (it flipped between the two before).
+#[test]
+fn a_withdrawn_prefix_is_not_used() {
+    let link = json!({"up": true, "l3_device": "wan", "ipv6-prefix": [
+        {"address": "240b:10:3f6c:d400::", "mask": 56, "preferred": 0, "valid": -1},
+        {"address": "240b:10:1111:2200::", "mask": 56, "preferred": 3599, "valid": 7199}]});
+    let (code, sys) = setup(json!({"tunlink": "wan6"}), Some(link.clone()));
+    assert_eq!(code, 0, "{:?}", sys.log);
+    assert_eq!(
+        kernel(&sys, "addr_add")[0]["address"],
+        "240b:10:1111:2200:6a:4811:1100:2200/128"
+    );
+    let config = json!({"tunlink": "wan6"}).to_string();
+    let new = "240b:10:1111:2200::/56".parse().unwrap();
+    let mut watch = DryRun::new(Some(link));
+    assert_eq!(
+        handler::watch_once(&mut watch, "wanmap", &config, Some(new)),
+        handler::WatchVerdict::Same
+    );
+    // Only withdrawn prefixes: none to map, as with no prefix at all.
+    let gone = json!({"up": true, "l3_device": "wan", "ipv6-prefix": [
+        {"address": "240b:10:3f6c:d400::", "mask": 56, "preferred": 0, "valid": 0}]});
+    let (code, sys) = setup(json!({"tunlink": "wan6"}), Some(gone));
+    assert_eq!(code, 0);
+    assert!(kernel(&sys, "addr_add").is_empty());
+    assert_eq!(notify(&sys, 3)[0]["error"][0], "NO_PREFIX");
 }

@@ -76,8 +76,9 @@ pub trait System {
         let _ = (iface, status);
         Ok(())
     }
-    /// A token no other setup of this interface has used: names the owner of what a setup
-    /// creates (see "Ownership" above).
+    /// A token no other setup of this interface has used, `<pid>.<sequence>` with a sequence
+    /// that grows with time: names the owner of what a setup creates, and tells a teardown
+    /// whether a setup started after it (see "Ownership" above).
     fn owner_token(&mut self) -> String;
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
@@ -192,7 +193,25 @@ fn link_status(sys: &mut dyn System, tunlink: &str) -> Result<LinkStatus, String
             &json!({}),
         )
         .map_err(|e| format!("tunlink {tunlink}: {e}"))?;
-    LinkStatus::from_value(&v).map_err(|e| e.to_string())
+    usable_status(&v).map_err(|e| e.to_string())
+}
+
+/// The link's status without the prefixes and addresses whose valid lifetime is over. When a
+/// DHCPv6 server renumbers in place it returns the old prefix with lifetime 0, and netifd keeps
+/// listing it (`"valid": -1`, first) for a while: mapping that one made setup and the watch task
+/// flip between the old and the new mapping, restarting the interface each time.
+fn usable_status(status: &Value) -> Result<LinkStatus, ConfigError> {
+    let mut v = status.clone();
+    for key in ["ipv6-prefix", "ipv6-address"] {
+        if let Some(list) = v.get_mut(key).and_then(Value::as_array_mut) {
+            list.retain(|e| {
+                e.get("valid")
+                    .and_then(Value::as_i64)
+                    .map_or(true, |t| t > 0)
+            });
+        }
+    }
+    LinkStatus::from_value(&v)
 }
 
 /// Finds a tunnel link when `tunlink` is not set: the first interface with a prefix that maps.
@@ -205,7 +224,7 @@ fn find_tunlink(sys: &mut dyn System, iface: &str, source: &RuleSource) -> Optio
         if name == iface || check_name("tunlink", name).is_err() {
             continue;
         }
-        if let Ok(status) = LinkStatus::from_value(i) {
+        if let Ok(status) = usable_status(i) {
             if select(source, &status).is_ok() {
                 return Some(name.to_string());
             }
@@ -457,17 +476,37 @@ pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
         sys.log(&format!("mape: {e}"));
         return FAILED;
     }
+    // A teardown of a netifd that re-executed itself (`network restart`) can run after the new
+    // netifd's setup of the interface claimed it: that setup's table and address stay.
+    let started = sys.owner_token();
+    let state = sys.load_state(iface);
+    if let Some(owner) = state.as_ref().and_then(|s| s.get("owner")?.as_str()) {
+        if claimed_after(owner, &started) {
+            sys.log(&format!(
+                "mape: {iface}: a setup that started after this teardown owns the interface: \
+                 leaving its table and address"
+            ));
+            return OK;
+        }
+    }
     let table = table_for(iface);
     if let Err(e) = sys.nft_apply(&nft::delete_script(&table)) {
         sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
     }
-    if let Some((dev, ce)) = sys.load_state(iface).as_ref().and_then(state_address) {
+    if let Some((dev, ce)) = state.as_ref().and_then(state_address) {
         if let Err(e) = sys.addr_del(&dev, ce) {
             sys.log(&format!("mape: {iface}: removing {ce} from {dev}: {e}"));
         }
     }
     sys.clear_state(iface);
     OK
+}
+
+/// Whether owner token `a` was taken after token `b`. Tokens are `<pid>.<sequence>`, the
+/// sequence growing with time (see [`System::owner_token`]); anything else is not comparable.
+fn claimed_after(a: &str, b: &str) -> bool {
+    let seq = |t: &str| t.rsplit_once('.')?.1.parse::<u128>().ok();
+    matches!((seq(a), seq(b)), (Some(x), Some(y)) if x > y)
 }
 
 /// The device and CE address a saved state records (device names checked like any other).

@@ -171,7 +171,7 @@ pub struct DryRun {
     pub calls: Vec<Value>,
     pub nft: Vec<String>,
     pub log: Vec<String>,
-    /// Owner tokens handed out so far (`dry-run-1`, `dry-run-2`, ...: repeatable output).
+    /// Owner tokens handed out so far (`0.1`, `0.2`, ...: repeatable output).
     pub owners: u32,
 }
 
@@ -273,7 +273,7 @@ impl System for DryRun {
 
     fn owner_token(&mut self) -> String {
         self.owners += 1;
-        format!("dry-run-{}", self.owners)
+        format!("0.{}", self.owners)
     }
 
     fn log(&mut self, line: &str) {
