@@ -22,7 +22,7 @@ destination port / echo id (nft marks + policy routes), computing the port sets 
 Checks print "ok <name>" or "FAIL <name>: <reason>" into $MAPE_VM_OUT/results.txt; artifacts
 (captures, logs of every daemon, bed.log) go to $MAPE_VM_OUT/artifacts.
 Options: --break-psid (ce1 configured with a rule carrying a wrong PSID throughout);
---userland PREFIX, --ipk FILE (given by run.sh).
+--userland PREFIX, --pkg FILE (given by run.sh; .ipk installed with opkg, .apk with apk).
 """
 import argparse
 import ipaddress
@@ -273,6 +273,7 @@ class Bed:
         self.base = None
         self.outages = []     # (event, seconds IPv4 was out, seconds until back)
         self.probers = {}
+        self.lock = threading.Lock()
 
     def map_opts(self, ce):
         if ce == "ce1" and self.args.break_psid:
@@ -335,6 +336,16 @@ class Bed:
             if not probs or time.time() > deadline:
                 return probs
             time.sleep(0.5)
+
+    def recovered(self, c, ce, event, t0):
+        """After an event at t0 that takes IPv4 down: waits until wanmap is up again on the
+        mapping the BR expects, records the outage, waits for the handler to settle and adds
+        the problems of `singletons` to check c. Returns the outage."""
+        self.wait_up(ce, self.maps[ce].ipv4)
+        o = self.measure(ce, event, t0)
+        self.wait_quiet(ce)
+        c.problems += self.settled(ce)
+        return o
 
     def has_error(self, ce, iface, code):
         """The interface's status if its errors hold `code`, else None."""
@@ -401,7 +412,7 @@ class Bed:
                       "bin/opkg", "bin/utpl"):
                 if not os.access(os.path.join(self.args.userland, f), os.X_OK):
                     c.fail(f"userland {self.args.userland}: {f} missing")
-            c.expect(os.path.isfile(self.args.ipk), f"package {self.args.ipk} missing")
+            c.expect(os.path.isfile(self.args.pkg), f"package {self.args.pkg} missing")
             c.detail = os.uname().release
         return not self.R.failed
 
@@ -416,18 +427,22 @@ class Bed:
             self.dhcp = dhcpv6d.Dhcpv6Server("to-ce1", CES["ce1"]["prefix"], ra_prefix=CES["ce1"]["net"])
             self.dhcp.start(lambda fn: netns.start_thread("br", fn))
             self.base = owrt.Base(self.args.userland, WORK)
-            self.base.build(os.path.join(OWRT, "pkg-install.sh"), "ipk", self.args.ipk)
+            self.base.build(os.path.join(OWRT, "pkg-install.sh"), self.pkg_format, self.args.pkg)
             c.detail = (f"ce1 {self.maps['ce1'].describe()}, ce2 {self.maps['ce2'].describe()} "
                         f"(BR's own RFC 7597 calc)")
 
     def start_routers(self):
+        self.parallel(*[lambda ce=ce: self.start_router(ce) for ce in CES])
+
+    def start_router(self, ce):
         fw = os.path.join(self.args.userland, "share/firewall4-root/etc/config/firewall")
-        for ce in CES:
+        if True:
             with self.R.check(f"{ce}: real ubusd, netifd and rpcd run in the CE with /etc/config/network "
                               f"(wan6 proto {CES[ce]['wan6']['proto']}, {IFACE} proto mape); mape not installed "
                               "yet: netifd has no proto mape") as c:
                 r = owrt.Router(ce, self.base, WORK, log=log, logdir=ART)
-                self.routers[ce] = r
+                with self.lock:
+                    self.routers[ce] = r
                 r.start()
                 r.write("/etc/config/network", network_config(ce, self.map_opts(ce)))
                 with open(fw) as f:
@@ -442,24 +457,38 @@ class Bed:
                 c.expect("dhcpv6" in h and "static" in h, f"netifd's handlers: {sorted(h)}")
                 c.detail = f"handlers {sorted(h)}"
 
+    @property
+    def pkg_format(self):
+        return "apk" if self.args.pkg.endswith(".apk") else "ipk"
+
     def install(self):
-        ipk = self.args.ipk
-        for ce, r in self.routers.items():
-            with self.R.check(f"{ce}: `opkg install` of {os.path.basename(ipk)} with the real opkg runs the "
+        self.parallel(*[lambda ce=ce: self.install_on(ce) for ce in CES])
+
+    def install_on(self, ce):
+        pkg, fmt = self.args.pkg, self.pkg_format
+        tool = {"ipk": "opkg install", "apk": "apk add"}[fmt]
+        r = self.routers[ce]
+        if True:
+            with self.R.check(f"{ce}: `{tool}` of {os.path.basename(pkg)} with the real package manager runs the "
                               "postinst: netifd lists proto mape afterwards, uci-defaults added the fw4 include") as c:
-                shutil.copy(ipk, r.path("/tmp/" + os.path.basename(ipk)))
+                shutil.copy(pkg, r.path("/tmp/" + os.path.basename(pkg)))
                 t0 = time.time()
-                p = r.run(os.path.join(OWRT, "pkg-install.sh"), "install", "ipk", "/", "/tmp/" + os.path.basename(ipk),
+                p = r.run(os.path.join(OWRT, "pkg-install.sh"), "install", fmt, "/", "/tmp/" + os.path.basename(pkg),
                           env={"OPENWRT_USERLAND": self.base.prefix}, check=False, timeout=120)
-                c.expect(p.returncode == 0, f"opkg install exited {p.returncode}: {(p.stderr or p.stdout)[-600:]}")
-                c.expect("Collected errors" not in p.stderr, f"opkg reported errors: {p.stderr[-600:]}")
+                c.expect(p.returncode == 0, f"{tool} exited {p.returncode}: {(p.stderr or p.stdout)[-600:]}")
+                c.expect("Collected errors" not in p.stderr and "ERROR" not in p.stderr,
+                         f"{tool} reported errors: {p.stderr[-600:]}")
                 c.expect("restarting netifd" in p.stdout, f"the postinst did not restart netifd: {p.stdout[-400:]}")
                 handlers = owrt.wait_for(lambda: "mape" in (r.ubus_ok("network", "get_proto_handlers") or {}), 60,
                                          f"{ce}: netifd to list mape")
                 c.expect(handlers, "netifd does not list mape")
-                st = r.read("/usr/lib/opkg/status", "")
-                c.expect(re.search(r"Package: mape-rs\n(.*\n)*?Status: install user installed", st),
-                         "mape-rs not recorded as installed in /usr/lib/opkg/status")
+                if fmt == "ipk":
+                    st = r.read("/usr/lib/opkg/status", "")
+                    c.expect(re.search(r"Package: mape-rs\n(.*\n)*?Status: install user installed", st),
+                             "mape-rs not recorded as installed in /usr/lib/opkg/status")
+                else:
+                    q = r.run(os.path.join(self.base.prefix, "bin/apk"), "info", "-e", "mape-rs", check=False)
+                    c.expect(q.returncode == 0, f"apk info -e mape-rs: {q.stderr.strip()[:200]}")
                 for f in ("/usr/sbin/mape", "/lib/netifd/proto/mape.sh", "/usr/share/mape-rs/fw4-include.sh",
                           "/www/luci-static/resources/protocol/mape.js"):
                     c.expect(os.path.exists(r.path(f)), f"{f} not installed")
@@ -467,7 +496,7 @@ class Bed:
                          "uci-defaults/90-mape-rs was not run (still there)")
                 inc = r.run("uci", "-q", "get", "firewall.mape_rs.path", check=False).stdout.strip()
                 c.expect(inc == "/usr/share/mape-rs/fw4-include.sh", f"firewall.mape_rs.path is {inc!r}")
-                c.detail = f"opkg + postinst {time.time() - t0:.1f} s, netifd restarted by the postinst"
+                c.detail = f"{tool} + postinst {time.time() - t0:.1f} s, netifd restarted by the postinst"
             if CES[ce]["wan6"].get("auto") == 0:
                 # ce1's wan6 (dhcpv6) comes up only now. `ubus call network restart` (what the
                 # postinst does) re-executes netifd one second after starting the teardowns; under
@@ -477,7 +506,11 @@ class Bed:
                 r.ubus("network", "reload")
 
     def bring_up(self):
-        for ce in CES:
+        self.parallel(*[lambda ce=ce: self.bring_up_one(ce) for ce in CES])
+        self.shared_ipv4()
+
+    def bring_up_one(self, ce):
+        if True:
             r = self.routers[ce]
             style = "rule string" if "rule" in self.map_opts(ce) else "UCI fields"
             name = (f"{ce}: {IFACE} (proto mape, {style}) comes up through netifd: ipip6 tunnel map-{IFACE} to the "
@@ -508,6 +541,7 @@ class Bed:
                     c.problems += self.settled(ce)
                 c.detail = (f"up {took:.1f} s after the install; {m.ipv4} PSID {m.psid:#x} CE {d.get('local')}, "
                             f"table mape_{IFACE}, one watch task")
+    def shared_ipv4(self):
         with self.R.check("ce1 and ce2 share one IPv4 address with different CE addresses / PSIDs") as c:
             v1, v2 = self.ipv4_of("ce1"), self.ipv4_of("ce2")
             c.expect(v1 == v2 and v1, f"IPv4 {v1} vs {v2}")
@@ -629,10 +663,7 @@ class Bed:
             self.probe(ce)
             t0 = time.time()
             r.ubus(f"network.interface.{IFACE}", "up")
-            self.wait_up(ce, self.maps[ce].ipv4)
-            o = self.measure(ce, "ifup", t0)
-            self.wait_quiet(ce)
-            c.problems += self.settled(ce)
+            o = self.recovered(c, ce, "ifup", t0)
             c.expect(o["back_s"] < 30, f"IPv4 back only {o['back_s']} s after ifup")
             c.detail = f"IPv4 back {o['back_s']} s after ifup"
 
@@ -667,10 +698,7 @@ class Bed:
             t0 = time.time()
             r.uci_batch([f"set network.wan6.ip6prefix='{new}'"])
             r.ubus("network", "reload")
-            self.wait_up(ce, m.ipv4)
-            o = self.measure(ce, "new ip6prefix + reload", t0)
-            self.wait_quiet(ce)
-            c.problems += self.settled(ce)
+            o = self.recovered(c, ce, "new ip6prefix + reload", t0)
             c.expect(old_ce not in self.ce_addrs(ce), f"old CE address {old_ce} still on wan")
             c.detail = f"{old_ce} -> {m.ce}; IPv4 out {o['out_s']} s, back {o['back_s']} s after the reload"
         self.flows_in_set(ce, "pfx2", 7003)
@@ -692,13 +720,10 @@ class Bed:
                                       for p in r.status("wan6").get("ipv6-prefix", [])), 30,
                           f"wan6 to show {new}")
             t_pd = time.time() - t0
-            self.wait_up(ce, m.ipv4)
-            o = self.measure(ce, "in-place PD update", t0)
-            self.wait_quiet(ce)
+            o = self.recovered(c, ce, "in-place PD update", t0)
             st = r.status("wan6")
-            c.expect(st.get("up") and st.get("uptime", 0) >= up0, f"wan6 went down (uptime {up0} -> "
-                                                                  f"{st.get('uptime')})")
-            c.problems += self.settled(ce)
+            c.expect(st.get("up") and st.get("uptime", 0) >= up0 + t_pd, f"wan6 went down (uptime {up0} -> "
+                                                                         f"{st.get('uptime')})")
             c.expect(old_ce not in self.ce_addrs(ce), f"old CE address {old_ce} still on wan")
             renews = [x for x in self.dhcp.log if x[0] >= t0]
             c.detail = (f"{old_ce} -> {m.ce}; wan6 showed the new prefix {t_pd:.1f} s after the renew; IPv4 out "
@@ -746,10 +771,7 @@ class Bed:
                 r.ubus("network", "restart")
                 owrt.wait_for(lambda: r.object_id("network") not in (None, before), 30 + owrt.RESPAWN_DELAY,
                               "the restarted netifd on ubus")
-            self.wait_up(ce, self.maps[ce].ipv4)
-            o = self.measure(ce, "network restart x5", t0)
-            self.wait_quiet(ce)
-            c.problems += self.settled(ce)
+            o = self.recovered(c, ce, "network restart x5", t0)
             died = [x for x in r.respawns if x[0] >= t0]
             c.detail = (f"IPv4 back {o['back_s']} s after the first restart, {o['back_s'] - (t_last - t0):.1f} s "
                         "after the last"
@@ -765,10 +787,7 @@ class Bed:
             t0 = time.time()
             r.stop("netifd")
             r.start_netifd()
-            self.wait_up(ce, self.maps[ce].ipv4)
-            o = self.measure(ce, "netifd SIGTERM + start", t0)
-            self.wait_quiet(ce)
-            c.problems += self.settled(ce)
+            o = self.recovered(c, ce, "netifd SIGTERM + start", t0)
             c.detail = f"IPv4 back {o['back_s']} s after the SIGTERM"
         return time.time()
 
@@ -791,7 +810,7 @@ class Bed:
             watch = r.handler_procs("watch", IFACE)
             c.expect(watch and owner in watch[0][1], f"the watch task {watch} does not belong to the state's owner "
                                                      f"{owner}")
-            c.detail = f"{int(time.time() - since)} s after the last restart, watch task of owner {owner}"
+            c.detail = f"{int(time.time() - since)} s after {what}, watch task of owner {owner}"
 
     def bad_configs(self):
         ce, r = "ce2", self.routers["ce2"]
@@ -956,16 +975,20 @@ class Bed:
         self.bring_up()
         if self.R.failed and not self.args.break_psid:
             return
-        self.traffic()
+        self.parallel(self.traffic)
         if self.args.break_psid:
             return
-        # Phases of ce1 and ce2 run side by side where they touch only their own CE
-        self.parallel(self.down_up, self.prefix_change_static)
-        self.reload()
-        _, t_restart = self.parallel(self.pd_update, self.restarts)
-        t_term, _ = self.parallel(self.sigterm, self.bad_configs)
+        # The events whose IPv4 outage is measured run one at a time (on a busy TCG guest, two
+        # routers working at once stretch each other's times); the rest runs ce1 beside ce2.
+        for fn in (self.down_up, self.prefix_change_static, self.reload, self.pd_update):
+            self.parallel(fn)
+        t_restart, = self.parallel(self.restarts)
+        t_term, = self.parallel(self.sigterm)
+        self.parallel(lambda: (self.negative_control(), self.firewall()),
+                      lambda: (self.bad_configs(), self.route_to_br_only()))
+        # whatever the restarts and the SIGTERM left behind shows by now (the phases in between
+        # ran no netifd restart)
         self.parallel(lambda: self.leftovers("ce1", t_term), lambda: self.leftovers("ce2", t_restart))
-        self.parallel(lambda: (self.negative_control(), self.firewall()), self.route_to_br_only)
         self.rpcd()
         self.parallel(*[lambda ce=ce: self.final_teardown(ce) for ce in CES])
         say("IPv4 outages: " + "; ".join(f"{ce} {ev}: out {o} s, back {b} s" for ce, ev, o, b, _ in self.outages))
@@ -1021,7 +1044,7 @@ def main():
     ap.add_argument("--break-psid", action="store_true",
                     help=f"configure ce1 with a rule carrying PSID {WRONG_PSID:#x} instead of 0x34 (checks must fail)")
     ap.add_argument("--userland", required=True, help="the OpenWrt userland prefix (tests/openwrt/userland.sh)")
-    ap.add_argument("--ipk", required=True, help="the x86_64 .ipk to install")
+    ap.add_argument("--pkg", required=True, help="the x86_64 package to install (.ipk or .apk)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bed.py must run as root")

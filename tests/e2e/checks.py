@@ -38,6 +38,7 @@ class Results:
         open(path, "w").close()
 
     def emit(self, line):
+        log(line)
         with self.lock:
             print(line, flush=True)
             with open(self.path, "a") as f:

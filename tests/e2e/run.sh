@@ -92,14 +92,20 @@ else
 fi
 [ -f "$IPK" ] || infra_fail "build: no x86_64 .ipk ($IPK)"
 
+# The packages the bed installs, FORMAT:FILE (the routers in the VM get the first one).
+PKGS=("ipk:$IPK")
+
 OUT=$HERE/out/$NAME
 rm -rf "$OUT" && mkdir -p "$OUT" || infra_fail "setup: cannot create $OUT"
-cp "$IPK" "$OUT/" || infra_fail "setup: cannot copy $IPK"
-
-# ---- offline install with the real opkg (on the host: no VM needed)
-echo "# installing $(basename "$IPK") into an offline OpenWrt root (tests/openwrt/offline-install.py)"
-OPENWRT_USERLAND=$USERLAND python3 "$ROOT/tests/openwrt/offline-install.py" ipk "$IPK" "$OUT/offline-root" |
-	tee "$OUT/host-results.txt"
+: >"$OUT/host-results.txt"
+for p in "${PKGS[@]}"; do
+	cp "${p#*:}" "$OUT/" || infra_fail "setup: cannot copy ${p#*:}"
+	# offline install with the real package manager (on the host: no VM needed)
+	echo "# installing $(basename "${p#*:}") into an offline OpenWrt root (tests/openwrt/offline-install.py)"
+	OPENWRT_USERLAND=$USERLAND python3 "$ROOT/tests/openwrt/offline-install.py" "${p%%:*}" "${p#*:}" \
+		"$OUT/offline-root-${p%%:*}" | tee -a "$OUT/host-results.txt"
+done
+PKG=${PKGS[0]#*:}
 
 # ---- run the bed in the VM. The guest cannot see /tmp, /run or /var of the host: a checkout
 # there is staged (tests/ only: the bed needs nothing else of the tree).
@@ -113,7 +119,7 @@ if vm_hidden "$ROOT"; then
 fi
 echo "# booting the VM (kernel $KVER) and running the bed; artifacts in ${OUT#"$ROOT"/}"
 VMARGS=(-q -t 900 -m 1536 -s 2 -o "$OUT" -l "$OUT/console.log" "$TESTS/e2e/guest.sh"
-	--userland "$USERLAND" --ipk "/run/mape-vm/xchg/$(basename "$IPK")" ${ARGS[@]+"${ARGS[@]}"})
+	--userland "$USERLAND" --pkg "/run/mape-vm/xchg/$(basename "$PKG")" ${ARGS[@]+"${ARGS[@]}"})
 if [ -n "$VERBOSE" ]; then
 	"$ROOT/tests/vm/vmrun.sh" "${VMARGS[@]}"
 	RC=$?

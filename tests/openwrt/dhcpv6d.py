@@ -85,49 +85,56 @@ class Dhcpv6Server:
 
     def start(self, starter):
         """starter(fn) runs fn on a thread inside the link's namespace (netns.start_thread)."""
+        self._serve(starter, "DHCPv6", self._dhcp_socket, self._dhcp_loop)
+        if self.ra_prefix:
+            self._serve(starter, "RA", self._ra_socket, self._ra_loop)
+
+    def _serve(self, starter, what, open_socket, loop):
+        """Opens the socket on a namespace thread, returns once it is open, then serves there."""
         ready = threading.Event()
         errors = []
 
-        def dhcp():
+        def body():
             try:
-                s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.dev.encode())
-                s.bind(("::", 547))
-                idx = socket.if_nametoindex(self.dev)
-                mreq = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack("@I", idx)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-                s.settimeout(0.5)
-                self.duid = struct.pack("!HH", 3, 1) + hwaddr(s, self.dev)   # DUID-LL
-                self.socks.append(s)
+                s = open_socket()
             except OSError as e:
-                errors.append(f"DHCPv6 socket on {self.dev}: {e}")
+                errors.append(f"{what} socket on {self.dev}: {e}")
                 ready.set()
                 return
+            self.socks.append(s)
             ready.set()
-            while not self.stopping:
-                try:
-                    data, addr = s.recvfrom(4096)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    break
-                try:
-                    reply = self.answer(data)
-                except (struct.error, ValueError):
-                    reply = None
-                if reply:
-                    s.sendto(reply, addr)
-        starter(dhcp)
+            loop(s)
+        starter(body)
         ready.wait(10)
         if errors:
             raise OSError(errors[0])
-        if self.ra_prefix:
-            ra_ready = threading.Event()
-            starter(lambda: self._ra_loop(ra_ready, errors))
-            ra_ready.wait(10)
-            if errors:
-                raise OSError(errors[0])
+
+    def _dhcp_socket(self):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.dev.encode())
+        s.bind(("::", 547))
+        idx = socket.if_nametoindex(self.dev)
+        mreq = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack("@I", idx)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        s.settimeout(0.5)
+        self.duid = struct.pack("!HH", 3, 1) + hwaddr(s, self.dev)   # DUID-LL
+        return s
+
+    def _dhcp_loop(self, s):
+        while not self.stopping:
+            try:
+                data, addr = s.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            try:
+                reply = self.answer(data)
+            except (struct.error, ValueError):
+                reply = None
+            if reply:
+                s.sendto(reply, addr)
 
     def stop(self):
         self.stopping = True
@@ -192,22 +199,18 @@ class Dhcpv6Server:
         pio = struct.pack("!BBBBIII", 3, 4, net.prefixlen, 0xC0, 86400, 14400, 0) + net.network_address.packed
         return hdr + sll + pio
 
-    def _ra_loop(self, ready, errors):
-        try:
-            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.dev.encode())
-            idx = socket.if_nametoindex(self.dev)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
-            s.settimeout(0.5)
-            ra = self._ra(hwaddr(s, self.dev))
-            self.socks.append(s)
-        except OSError as e:
-            errors.append(f"RA socket on {self.dev}: {e}")
-            ready.set()
-            return
-        ready.set()
+    def _ra_socket(self):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.dev.encode())
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(self.dev))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+        s.settimeout(0.5)
+        return s
+
+    def _ra_loop(self, s):
+        ra = self._ra(hwaddr(s, self.dev))
+        idx = socket.if_nametoindex(self.dev)
         last = 0.0
         while not self.stopping:
             due = time.time() - last >= self.ra_interval
