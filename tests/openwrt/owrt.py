@@ -133,10 +133,11 @@ class Base:
                            env=dict(os.environ, OPENWRT_USERLAND=p))
         if r.returncode:
             raise OwrtError(f"pkg-install.sh prepare: {r.stderr.strip()[:500]}")
-        for sub in ("etc", "usr"):
+        # (etc/opkg.conf + usr/lib/opkg for opkg; etc/apk + lib/apk for apk: /lib is usr/lib here)
+        for sub, dst in (("etc", "etc"), ("usr", "usr"), ("lib", "usr/lib")):
             src = os.path.join(scratch, sub)
-            if os.path.isdir(src):
-                shutil.copytree(src, os.path.join(b, sub), dirs_exist_ok=True)
+            if os.path.isdir(src) and not os.path.islink(src):
+                shutil.copytree(src, os.path.join(b, dst), dirs_exist_ok=True)
         shutil.rmtree(scratch)
 
 

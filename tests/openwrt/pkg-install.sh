@@ -67,11 +67,11 @@ prepare() { # prepare ROOT PKG
 		# every dependency stands for the base system.
 		mkdir -p "$root/etc/apk"
 		echo "$ARCH" >"$root/etc/apk/arch"
-		local provides=() tmp
-		for d in $(deps "$pkg"); do provides+=(-I "provides:$d=1"); done
+		local provides="" tmp
+		for d in $(deps "$pkg"); do provides="$provides${provides:+ }$d=1"; done
 		tmp=$(mktemp -d)
 		"$U/bin/apk" mkpkg -I name:openwrt-base-for-tests -I version:1-r1 -I "arch:$ARCH" \
-			${provides[@]+"${provides[@]}"} -o "$tmp/base.apk" >/dev/null
+			${provides:+-I "provides:$provides"} -o "$tmp/base.apk" >/dev/null
 		"$U/bin/apk" --root "$root" --initdb --allow-untrusted --arch "$ARCH" --no-network add "$tmp/base.apk" >/dev/null
 		rm -rf "$tmp" ;;
 	*) die "unknown package format $fmt (ipk or apk)" ;;
