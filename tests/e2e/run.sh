@@ -118,7 +118,7 @@ if vm_hidden "$ROOT"; then
 		infra_fail "setup: cannot stage $ROOT/tests in $TESTS"
 fi
 echo "# booting the VM (kernel $KVER) and running the bed; artifacts in ${OUT#"$ROOT"/}"
-VMARGS=(-q -t 900 -m 1536 -s 2 -o "$OUT" -l "$OUT/console.log" "$TESTS/e2e/guest.sh"
+VMARGS=(-q -t 900 -m 1536 -s 1 -o "$OUT" -l "$OUT/console.log" "$TESTS/e2e/guest.sh"
 	--userland "$USERLAND" --pkg "/run/mape-vm/xchg/$(basename "$PKG")" ${ARGS[@]+"${ARGS[@]}"})
 if [ -n "$VERBOSE" ]; then
 	"$ROOT/tests/vm/vmrun.sh" "${VMARGS[@]}"
