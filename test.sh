@@ -30,7 +30,7 @@ cargo test --all-targets --locked
 echo "== fuzzing every parser for a bounded time (scripts/fuzz.sh; longer: scripts/fuzz.sh 600)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
-echo "== end-to-end MAP-E domain on a real kernel with ip6tnl (QEMU VM; tests/e2e/run.sh)"
+echo "== OpenWrt's real userland in a VM: opkg install, netifd + proto mape, MAP-E traffic, prefix changes, restarts, bad configs, fw4 (tests/e2e/run.sh)"
 tests/e2e/run.sh
 
 echo "== plain Linux: mape up/down, iptables and networkd files through a real ip6tnl (VM)"

@@ -49,6 +49,7 @@ fn v6plus_pd56_isp_auto() {
     assert_eq!(code, 0, "{:?}", sys.log);
     // Host dependency: the route to the BR through the tunnel link (as dslite.sh does).
     let dep = notify(&sys, 6);
+    assert_eq!(dep.len(), 1);
     assert_eq!(dep[0]["ifname"], "wan6");
     assert_eq!(dep[0]["host"], "2404:9200:225:100::64");
     // CE /128 on the link device before the update.

@@ -187,6 +187,98 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     ns.exec(&teardown);
 }
 
+/// `ubus call network restart` re-executes netifd while a setup of the old netifd waits for
+/// its update (notify_proto) to be answered, and the new netifd's setup of the same interface
+/// brings it up with the same table and CE address. The old setup's call then times out: its
+/// rollback must leave the live table and address alone, and the call must not take ubus's
+/// default 30 s. The netifd recorder (real ubusd) never answers the stale update.
+#[test]
+fn a_stale_setup_whose_update_times_out_leaves_the_live_table_and_address() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
+        return;
+    }
+    let ns = Netns::new("stale");
+    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
+    let dir = tempdir("stale");
+    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
+    let Some(netifd) = FakeNetifd::start(&dir) else {
+        return;
+    };
+    let d = dir.display();
+    let setup = format!(
+        "{} MAPE_STATE_DIR={d}/state {BIN} netifd mape setup wanmap '{{\"tunlink\":\"wan6\"}}'",
+        netifd.env()
+    );
+    std::fs::write(dir.join("hang-update"), "").unwrap();
+    let started = std::time::Instant::now();
+    let stale = ns.spawn(&["sh", "-c", &setup]);
+    let mut waited = 0;
+    while !dir.join("hanging").exists() {
+        assert!(waited < 600, "the stale setup never sent its update");
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    ns.exec(&setup); // the restarted netifd's setup
+    let out = stale.wait_with_output().unwrap();
+    let secs = started.elapsed().as_secs();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        secs < 20,
+        "the stale setup took {secs} s: its ubus calls are not bounded"
+    );
+    assert!(log.contains("UPDATE_FAILED"), "{log}");
+    assert!(log.contains("another setup owns the interface"), "{log}");
+    let ce = "240b:10:3f6c:d400:6a:483f:6c00:d400";
+    assert!(
+        ns.exec("nft list tables").contains("table ip mape_wanmap"),
+        "the stale setup's rollback deleted the live table: {log}"
+    );
+    assert!(
+        ns.exec("ip -6 addr show dev wan").contains(ce),
+        "the stale setup's rollback deleted the live CE address: {log}"
+    );
+    // The state names the live setup, whose watch task is the one that runs with its token;
+    // the stale one only asked for a retry (no token).
+    let state = mape::state::load(&dir.join("state"), "wanmap")
+        .unwrap()
+        .unwrap();
+    let owner = state.owner.unwrap();
+    let tasks: Vec<Value> = netifd
+        .calls()
+        .into_iter()
+        .filter(|c| c["action"] == 1)
+        .collect();
+    let with_owner: Vec<&Value> = tasks
+        .iter()
+        .filter(|c| {
+            c["command"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "--owner")
+        })
+        .collect();
+    assert_eq!(with_owner.len(), 1, "{tasks:?}");
+    assert!(
+        with_owner[0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == &owner),
+        "{tasks:?}"
+    );
+    // The stale setup's watch task, had it one, ends once another setup owns the interface.
+    let watch = ns.try_exec(&format!(
+        "{} MAPE_STATE_DIR={d}/state {BIN} netifd watch wanmap '{{\"tunlink\":\"wan6\"}}' --owner 1.1 --current 240b:10:3f6c:d400::/56",
+        netifd.env()
+    ));
+    assert_eq!(watch.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&watch.stderr).contains("another setup owns the interface"),
+        "{watch:?}"
+    );
+}
+
 #[test]
 fn bad_config_leaves_the_system_as_it_was() {
     if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {

@@ -3,6 +3,9 @@
 //   network.interface notify_proto   appended to DIR/calls.log ("network.interface notify_proto JSON")
 //   network.interface dump           DIR/dump.json, else an empty list
 //   network.interface.<name> status  DIR/status.json, for every name in NAMES (comma-separated)
+//   DIR/hang-update (a file)         the next update (action 0) is never answered: DIR/hanging
+//                                    is written and the caller's call times out (a stale setup
+//                                    of a netifd that restarted)
 // Usage: ucode -L <prefix>/lib/ucode netifd-recorder.uc SOCKET DIR [NAMES]
 let ubus = require("ubus"), uloop = require("uloop"), fs = require("fs");
 uloop.init();
@@ -24,12 +27,21 @@ const NOTIFY_ARGS = {
 	expires: 0, neighbor: [], neighbor6: [], "ip6table": 0, "available": true
 };
 let objs = [];
+// Deferred requests are kept here: a request freed unanswered is answered with a timeout.
+let hung = [];
 push(objs, conn.publish("network.interface", {
 	notify_proto: {
 		call: function(req) {
 			let f = fs.open(dir + "/calls.log", "a");
 			f.write(sprintf("network.interface notify_proto %J\n", req.args));
 			f.close();
+			if (req.args.action == 0 && fs.access(dir + "/hang-update")) {
+				fs.unlink(dir + "/hang-update");
+				fs.writefile(dir + "/hanging", "1");
+				req.defer();
+				push(hung, req);
+				return null;
+			}
 			return 0;
 		},
 		args: NOTIFY_ARGS

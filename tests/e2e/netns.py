@@ -75,3 +75,11 @@ def start_thread(ns, fn):
     t = threading.Thread(target=body, daemon=True)
     t.start()
     return t
+
+
+def proc_net(ns, name):
+    """/proc/net/<name> as seen from namespace `ns` (no process started)."""
+    def body():
+        with open(f"/proc/thread-self/net/{name}") as f:
+            return f.read()
+    return in_ns(ns, body)

@@ -1,31 +1,32 @@
 #!/usr/bin/env bash
-# End-to-end MAP-E test bed on a real kernel (issue 4).
+# End-to-end MAP-E bed on OpenWrt's real userland (issues 4 and 11; docs/testing-openwrt.md).
 #
-#   tests/e2e/run.sh [--break-psid] [--apply real|dry-run] [-v]
+#   tests/e2e/run.sh [--break-psid] [-v]
 #
 # As root on a Debian 12 machine: installs what is missing (qemu-system-x86, nftables,
-# iproute2, tcpdump, iputils-ping, kmod, python3), prepares the test VM (Debian's stock
-# 6.1 kernel: real ip6tnl + nftables NAT; cached in tests/vm/cache, or in ~/.cache/mape-rs/vm for a checkout under /tmp), builds `mape` with
-# cargo (or takes $MAPE_BIN), boots the VM and runs tests/e2e/bed.py inside it.
-# Prints every check as "ok <name>" or "FAIL <name>: <reason>", then "N passed, M failed";
-# exits non-zero on any failure, including a missing capability (nothing is skipped).
+# iproute2, tcpdump, iputils-ping, kmod, python3, busybox), builds the OpenWrt userland once
+# (tests/openwrt/userland.sh: netifd, ubusd, uci, rpcd, odhcp6c, opkg, fw4, ...), builds the
+# x86_64 .ipk the release way (scripts/dist.sh x86_64, or takes $MAPE_IPK), installs it into an
+# offline OpenWrt root with the real opkg and checks what opkg recorded, then boots the test
+# VM (Debian's stock 6.1 kernel: real ip6tnl + nftables NAT; tests/vm/) and runs
+# tests/e2e/bed.py inside: two OpenWrt routers (own ubusd/netifd/rpcd each) get the package by
+# `opkg install` and are configured through UCI.
+# Prints every check as "ok <name>" or "FAIL <name>: <reason>", then "N passed, M failed".
+# Without the OpenWrt sources (a user's clone) it prints one "SKIP:" line and passes; in CI
+# ($CI set) that is a failure.
 #   --break-psid  give ce1 a rule with the wrong PSID: the port-set checks must FAIL and
 #                 name the stray ports (the normal run does this once as a negative control)
-#   --apply       how the CEs are configured: the real handler run inside each CE namespace
-#                 with a fake ubus feeding the netifd stand-in (default), or the handler's
-#                 --dry-run payloads applied by the stand-in
 #   -v            show the whole VM console, not only the check lines
-# Artifacts (console, captures, handler payloads, bed.log): tests/e2e/out/<run>/.
+# Env: MAPE_IPK (a prebuilt x86_64 .ipk), MAPE_OPENWRT_SRC (see userland.sh), MAPE_VM_CACHE.
+# Artifacts (console, captures, every daemon's log, bed.log): tests/e2e/out/<run>/.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 START=$SECONDS
-ARGS=() VERBOSE= NAME=run BREAK= APPLY_TAG=
+ARGS=() VERBOSE= NAME=run BREAK=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--break-psid) ARGS+=("$1"); NAME=break-psid; BREAK=1 ;;
-	--apply) [ $# -ge 2 ] || { echo "run.sh: --apply needs real or dry-run" >&2; exit 2; }
-		ARGS+=("$1" "$2"); [ "$2" = real ] || APPLY_TAG=-apply-$2; shift ;;
 	-v) VERBOSE=1 ;;
 	-h | --help) sed -n '2,/^set -u/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -42,6 +43,14 @@ infra_fail() {
 
 [ "$(id -u)" = 0 ] || infra_fail "capabilities: run as root (network namespaces, apt-get, the VM)"
 
+# ---- the OpenWrt userland (skips outside CI without the sources)
+USERLAND=$("$ROOT/tests/openwrt/userland.sh" 2>"${TMPDIR:-/tmp}/mape-e2e-userland.log")
+case $? in
+0) ;;
+77) grep -m1 '^SKIP:' "${TMPDIR:-/tmp}/mape-e2e-userland.log"; exit 0 ;;
+*) infra_fail "userland: $(grep -v '^ ' "${TMPDIR:-/tmp}/mape-e2e-userland.log" | tail -3 | tr '\n' ' ')" ;;
+esac
+
 # ---- packages (the guest runs the host's own tools over 9p, so they are needed here)
 missing=()
 want() { # want PACKAGE TEST...
@@ -55,6 +64,7 @@ want tcpdump test -x /usr/bin/tcpdump -o -x /usr/sbin/tcpdump
 want iputils-ping test -x /usr/bin/ping -o -x /bin/ping
 want kmod test -x /usr/sbin/modprobe -a -x /usr/sbin/depmod
 want python3 test -x /usr/bin/python3
+want busybox test -x /usr/bin/busybox -o -x /bin/busybox
 want dpkg command -v dpkg-deb
 want gzip command -v gzip
 if [ ${#missing[@]} -gt 0 ]; then
@@ -65,51 +75,61 @@ if [ ${#missing[@]} -gt 0 ]; then
 		infra_fail "capabilities: apt-get install ${missing[*]} failed (see ${TMPDIR:-/tmp}/mape-e2e-apt.log)"
 fi
 
-# ---- the VM: kernel + initramfs in tests/vm/cache
+# ---- the VM: kernel + initramfs
 echo "# preparing the VM (tests/vm/mkinitramfs.sh)"
 KVER=$("$ROOT/tests/vm/mkinitramfs.sh" 2>"${TMPDIR:-/tmp}/mape-e2e-vm.log") ||
 	infra_fail "capabilities: cannot prepare the VM kernel: $(tail -3 "${TMPDIR:-/tmp}/mape-e2e-vm.log" | tr '\n' ' ')"
 
-# ---- the mape binary
-if [ -n "${MAPE_BIN:-}" ]; then
-	BIN=$MAPE_BIN
-	[ -x "$BIN" ] || infra_fail "build: MAPE_BIN=$BIN is not executable"
+# ---- the package: the x86_64 .ipk as a release builds it (static musl binary, scripts/ipk.sh)
+if [ -n "${MAPE_IPK:-}" ]; then
+	IPK=$MAPE_IPK
 else
-	command -v cargo >/dev/null || infra_fail "build: cargo not found (install Rust, or set MAPE_BIN)"
-	echo "# building mape (cargo build --bin mape)"
-	BIN=$(cd "$ROOT" && cargo build --locked --bin mape --message-format=json-render-diagnostics 2>"${TMPDIR:-/tmp}/mape-e2e-build.log" |
-		/usr/bin/python3 -c '
-import json, sys
-exe = None
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "mape" and m.get("executable"):
-        exe = m["executable"]
-print(exe or "")') || true
-	[ -n "$BIN" ] && [ -x "$BIN" ] ||
-		infra_fail "build: cargo build failed: $(grep -m3 -E '^error' "${TMPDIR:-/tmp}/mape-e2e-build.log" | tr '\n' ' ')"
+	echo "# building the x86_64 .ipk (scripts/dist.sh x86_64)"
+	export MAPE_DIST_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$HOME/.cache/mape-rs/dist-target}
+	(cd "$ROOT" && scripts/dist.sh x86_64) >"${TMPDIR:-/tmp}/mape-e2e-dist.log" 2>&1 ||
+		infra_fail "build: scripts/dist.sh x86_64 failed: $(grep -m3 -E '^(error|dist.sh)' "${TMPDIR:-/tmp}/mape-e2e-dist.log" | tr '\n' ' ')"
+	IPK=$(ls "$ROOT"/dist/mape-rs_*_x86_64.ipk 2>/dev/null | head -1)
 fi
+[ -f "$IPK" ] || infra_fail "build: no x86_64 .ipk ($IPK)"
 
-# ---- run the bed in the VM
-OUT=$HERE/out/$NAME$APPLY_TAG
+# The packages the bed installs, FORMAT:FILE (the routers in the VM get the first one).
+PKGS=("ipk:$IPK")
+
+OUT=$HERE/out/$NAME
 rm -rf "$OUT" && mkdir -p "$OUT" || infra_fail "setup: cannot create $OUT"
-cp "$BIN" "$OUT/mape" || infra_fail "setup: cannot copy $BIN"
+: >"$OUT/host-results.txt"
+for p in "${PKGS[@]}"; do
+	cp "${p#*:}" "$OUT/" || infra_fail "setup: cannot copy ${p#*:}"
+	# offline install with the real package manager (on the host: no VM needed)
+	echo "# installing $(basename "${p#*:}") into an offline OpenWrt root (tests/openwrt/offline-install.py)"
+	OPENWRT_USERLAND=$USERLAND python3 "$ROOT/tests/openwrt/offline-install.py" "${p%%:*}" "${p#*:}" \
+		"$OUT/offline-root-${p%%:*}" | tee -a "$OUT/host-results.txt"
+done
+PKG=${PKGS[0]#*:}
+
+# ---- run the bed in the VM. The guest cannot see /tmp, /run or /var of the host: a checkout
+# there is staged (tests/ only: the bed needs nothing else of the tree).
+. "$ROOT/tests/vm/paths.sh"
+TESTS=$ROOT/tests
+if vm_hidden "$ROOT"; then
+	TESTS=${MAPE_VM_STAGE:-${HOME:-/root}/.cache/mape-rs/stage}/tests-$(echo "$ROOT" | md5sum | cut -c1-12)
+	{ rm -rf "$TESTS" && mkdir -p "$TESTS" && cp -a "$ROOT/tests/openwrt" "$TESTS/" &&
+		(cd "$ROOT/tests" && tar --exclude=e2e/out -cf - e2e) | tar -xf - -C "$TESTS"; } ||
+		infra_fail "setup: cannot stage $ROOT/tests in $TESTS"
+fi
 echo "# booting the VM (kernel $KVER) and running the bed; artifacts in ${OUT#"$ROOT"/}"
+VMARGS=(-q -t 900 -m 1536 -s 1 -o "$OUT" -l "$OUT/console.log" "$TESTS/e2e/guest.sh"
+	--userland "$USERLAND" --pkg "/run/mape-vm/xchg/$(basename "$PKG")" ${ARGS[@]+"${ARGS[@]}"})
 if [ -n "$VERBOSE" ]; then
-	"$ROOT/tests/vm/vmrun.sh" -q -t 900 -o "$OUT" -l "$OUT/console.log" "$HERE/guest.sh" ${ARGS[@]+"${ARGS[@]}"}
+	"$ROOT/tests/vm/vmrun.sh" "${VMARGS[@]}"
 	RC=$?
 else
-	"$ROOT/tests/vm/vmrun.sh" -q -t 900 -o "$OUT" -l "$OUT/console.log" "$HERE/guest.sh" ${ARGS[@]+"${ARGS[@]}"} |
-		{ grep -E --line-buffered '^(ok |FAIL |# )' || true; }
+	"$ROOT/tests/vm/vmrun.sh" "${VMARGS[@]}" | { grep -E --line-buffered '^(ok |FAIL |# )' || true; }
 	RC=${PIPESTATUS[0]}
 fi
 
-RES=$OUT/results.txt
-PASSED=$(grep -c '^ok ' "$RES" 2>/dev/null) || PASSED=0
-FAILED=$(grep -c '^FAIL ' "$RES" 2>/dev/null) || FAILED=0
+count() { cat "$OUT/host-results.txt" "$OUT/results.txt" 2>/dev/null | grep -c "^$1"; }
+PASSED=$(count 'ok ') FAILED=$(count 'FAIL ')
 case $RC in
 0) ;;
 124) echo "FAIL vm: timed out after 900 s (see ${OUT#"$ROOT"/}/console.log)"; FAILED=$((FAILED + 1)) ;;

@@ -93,8 +93,10 @@ class Server:
         finally:
             writer.close()
 
-    async def start(self, tcp=(), udp=(), bulk=()):
+    async def start(self, tcp=(), udp=(), bulk=(), probe=()):
         self.loop = asyncio.get_running_loop()
+        for p in probe:
+            await self.loop.create_datagram_endpoint(_ProbeEcho, local_addr=("0.0.0.0", p), reuse_port=True)
         for p in tcp:
             await asyncio.start_server(self.echo_tcp, "0.0.0.0", p, backlog=1024, reuse_address=True)
         for p in bulk:
@@ -151,6 +153,110 @@ class _UdpEcho(asyncio.DatagramProtocol):
         tok = data.decode(errors="replace").strip()
         self.srv.record("udp", self.lport, addr, tok)
         self.transport.sendto(f"{tok} {addr[0]} {addr[1]}\n".encode(), addr)
+
+
+class _ProbeEcho(asyncio.DatagramProtocol):
+    """Answers every datagram with itself, recording nothing (the outage probes)."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+# ---------------------------------------------------------------- outage probes
+class Prober:
+    """Measures how long IPv4 is out: every `interval` s a new UDP flow (a fresh socket, so a
+    fresh source port and conntrack entry, as a new connection of a user would be) sends one
+    datagram to the probe echo port and waits for it to come back.
+
+      p = Prober(server, port); p.start(starter)   # starter runs p's loop on a namespace thread
+      t0 = time.time(); ...event...; p.wait_back(t0, timeout)
+      p.outage(t0, t1) -> {"lost", "out_s", "back_s"}; p.stop()
+    """
+
+    def __init__(self, server, port, interval=0.2, wait=1.5):
+        self.server, self.port, self.interval, self.wait = server, port, interval, wait
+        self.sent = []          # [(seq, t_sent, t_answered or None)]
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def start(self, starter):
+        starter(self._run)
+
+    def stop(self):
+        self.stopping.set()
+
+    def _run(self):
+        import selectors
+        sel = selectors.DefaultSelector()
+        seq = 0
+        nxt = time.time()
+        while not self.stopping.is_set():
+            now = time.time()
+            if now >= nxt:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setblocking(False)
+                try:
+                    s.sendto(f"probe {seq}".encode(), (self.server, self.port))
+                    sel.register(s, selectors.EVENT_READ, (seq, now))
+                except OSError:
+                    s.close()
+                with self.lock:
+                    self.sent.append([seq, now, None])
+                seq += 1
+                nxt += self.interval
+            for key, _ in sel.select(timeout=max(0.0, min(nxt - time.time(), 0.05))):
+                k, t = key.data
+                try:
+                    key.fileobj.recv(256)
+                    with self.lock:
+                        self.sent[k][2] = time.time()
+                except OSError:
+                    pass
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+            for key in list(sel.get_map().values()):     # give up on old ones
+                if time.time() - key.data[1] > self.wait:
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+
+    def answered_after(self, t):
+        """Time the first probe sent at or after t was answered (None: none yet)."""
+        with self.lock:
+            for _, ts, ta in self.sent:
+                if ts >= t and ta is not None:
+                    return ta
+        return None
+
+    def wait_back(self, t, timeout):
+        """Waits until a probe sent after t came back; its send time (None on timeout)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                ok = [ts for _, ts, ta in self.sent if ts >= t and ta is not None]
+            if ok:
+                return ok[0]
+            time.sleep(0.1)
+        return None
+
+    def outage(self, t0, t1):
+        """Probes sent in [t0, t1] (those sent less than `wait` s before the last answer
+        count only once judged). lost: unanswered; out_s: from the first lost probe to the
+        first answered one after the last lost probe; back_s: that answer's send time - t0."""
+        with self.lock:
+            rows = [(ts, ta) for _, ts, ta in self.sent if t0 <= ts <= t1]
+        lost = [ts for ts, ta in rows if ta is None]
+        res = {"probes": len(rows), "lost": len(lost), "out_s": 0.0, "back_s": 0.0}
+        if not lost:
+            return res
+        after = [ts for ts, ta in rows if ta is not None and ts > lost[-1]]
+        res["back_s"] = round((after[0] if after else float("nan")) - t0, 2)
+        res["out_s"] = round((after[0] if after else float("nan")) - lost[0], 2)
+        return res
 
 
 # ---------------------------------------------------------------- clients
