@@ -490,7 +490,7 @@ class Bed:
                     q = r.run(os.path.join(self.base.prefix, "bin/apk"), "info", "-e", "mape-rs", check=False)
                     c.expect(q.returncode == 0, f"apk info -e mape-rs: {q.stderr.strip()[:200]}")
                 for f in ("/usr/sbin/mape", "/lib/netifd/proto/mape.sh", "/usr/share/mape-rs/fw4-include.sh",
-                          "/www/luci-static/resources/protocol/mape.js"):
+                          "/usr/libexec/rpcd/mape"):
                     c.expect(os.path.exists(r.path(f)), f"{f} not installed")
                 c.expect(not os.path.exists(r.path("/etc/uci-defaults/90-mape-rs")),
                          "uci-defaults/90-mape-rs was not run (still there)")

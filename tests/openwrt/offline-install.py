@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALLER = os.path.join(HERE, "pkg-install.sh")
 # path in the root -> must be executable
 FILES = {"usr/sbin/mape": True, "lib/netifd/proto/mape.sh": True, "usr/share/mape-rs/fw4-include.sh": True,
-         "etc/uci-defaults/90-mape-rs": False, "www/luci-static/resources/protocol/mape.js": False}
+         "etc/uci-defaults/90-mape-rs": False, "usr/libexec/rpcd/mape": True}
 
 
 def run(*cmd):
@@ -87,7 +87,7 @@ def main():
         if head[:4] != b"\x7fELF" or head[18] != 62:
             probs.append("/usr/sbin/mape is not an x86_64 ELF binary")
     check("the files are in place: the binary, the netifd handler (executable), the fw4 include, uci-defaults, "
-          "the LuCI protocol page; offline, the postinst did not run (uci-defaults still there)", probs)
+          "the rpcd plugin (executable); offline, the postinst did not run (uci-defaults still there)", probs)
     sys.exit(0 if all(results) else 1)
 
 
