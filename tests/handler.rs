@@ -67,6 +67,15 @@ fn v6plus_pd56_isp_auto() {
         .position(|c| c["args"]["action"] == 0)
         .unwrap();
     assert!(pos_add < pos_up);
+    // The host dependency comes after the update: netifd re-evaluates a dependency whose link
+    // went down on our own `up` event, and a teardown started inside the update is lost (the
+    // interface then stays in teardown for good; seen in the real-netifd bed).
+    let pos_dep = sys
+        .calls
+        .iter()
+        .position(|c| c["args"]["action"] == 6)
+        .unwrap();
+    assert!(pos_up < pos_dep, "host dependency before the update");
 
     let up = notify(&sys, 0)[0];
     assert_eq!(up["interface"], "wanmap");

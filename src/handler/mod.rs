@@ -7,19 +7,19 @@
 //!
 //! Setup, in order (each step rolls back the earlier ones if it fails):
 //! 1. parse and validate the config (a bad option is permanent: error + block restart);
-//! 2. register a host dependency on the tunnel link, so netifd brings us back with it;
-//! 3. read the link's prefixes (PD, static `ip6prefix`, else the RA /64 address) and map the
-//!    first one that resolves; none yet, or none of a known ISP: report the error and start a
+//! 2. read the link's prefixes (PD, static `ip6prefix`, else the RA /64 address) and map the
+//!    best one that resolves; none yet, or none of a known ISP: report the error and start a
 //!    proto task that waits for a usable prefix (the interface is not blocked);
+//! 3. claim the interface (owner token in the state);
 //! 4. add the CE /128 to the link's device ourselves, with NODAD, *before* the tunnel exists:
 //!    map.sh adds it later through a second dynamic interface and netifd's DAD delay, which is
 //!    why users see "Local address not yet configured" and RX 0 (see the README);
 //! 5. load our nft table (one atomic `nft -f`);
-//! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`);
-//! 7. start the proto task that watches the link: when the prefix changes it exits, netifd
-//!    tears us down and, because nothing blocked the restart, sets us up again. While the
-//!    interface is up, each round also refreshes its port usage ([`status_round`]: the status
-//!    file, and `data.mape_status` when it changed).
+//! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`), then register the host
+//!    dependency on the route to the BR through the tunnel link (after the update: see
+//!    `try_setup`), so netifd takes us down and back up with the link;
+//! 7. start the proto task that watches the link ([`watch`]): when the mapping changes it
+//!    exits, netifd tears us down and, because nothing blocked the restart, sets us up again.
 
 mod netlink;
 mod system;
@@ -344,12 +344,6 @@ fn try_setup(
         ));
     };
     let m = &resolved.mapping;
-    // netifd brings us back with the tunnel link: depend on the route to the BR through it (as
-    // OpenWrt's dslite.sh depends on its AFTR), which exists as soon as the link has its
-    // default route, and on the link itself when the rule has no BR.
-    let host = m.br.map_or("::".to_string(), |b| b.to_string());
-    let _ = notify(sys, msg::host_dependency(iface, &host, &tunlink));
-
     let ifname = ifname_for(iface);
     let table = table_for(iface);
     let origin = format!(
@@ -431,6 +425,19 @@ fn try_setup(
             format!("netifd refused the update: {e}"),
         ));
     }
+    // netifd brings us back with the tunnel link: depend on the route to the BR through it (as
+    // OpenWrt's dslite.sh depends on its AFTR), which exists as soon as the link has its
+    // default route, and on the link itself when the rule has no BR.
+    //
+    // Only after the update: netifd re-evaluates a host dependency whose link went down on
+    // every interface event, our own `up` included, and a teardown started from inside the
+    // update is lost (netifd marks the protocol idle after the event), which left the
+    // interface in teardown for good when the link flapped during a setup (seen with odhcp6c
+    // after a netifd start). Added now, a link that is down takes us down the normal way, and
+    // netifd sets us up again when it comes back. A refusal (NOT_FOUND: the link is down) is
+    // that, not a failure of ours.
+    let host = m.br.map_or("::".to_string(), |b| b.to_string());
+    let _ = notify(sys, msg::host_dependency(iface, &host, &tunlink));
     sys.log(&format!(
         "mape: {iface}: up: {origin}, CE {ce}, BR {}",
         m.br.map(|b| b.to_string()).unwrap_or_default()
