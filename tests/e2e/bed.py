@@ -65,6 +65,9 @@ WRONG_PSID = 0x35       # --break-psid / negative control: ce1 (really 0x34) tol
 UP_TIMEOUT = 90         # s an interface may take to come up (TCG, odhcp6c's timers)
 LEFTOVER_AFTER = 35     # s after the last restart at which no stray handler may be left
 RELOAD_WATCH = 4        # s to watch for a restart after a reload that should change nothing
+# optional phases to run (all when empty): traffic, downup, prefix, reload, pd, restarts, sigterm,
+# negative, fw4, bad, brroute, flap, rpcd
+PHASES = [p for p in os.environ.get("MAPE_BED_PHASES", "").replace(" ", "").split(",") if p]
 
 CES = {
     "ce1": {"lan": "lan1", "brside": "2001:db8:ff01::1", "mark": 0x101, "net": "2001:db8:ff01::/64",
@@ -110,6 +113,12 @@ MODULES = ["veth", "dummy", "overlay", "ip6_tunnel", "tunnel6", "nf_tables", "nf
            "nft_compat", "nft_quota", "nft_objref", "nf_flow_table", "nf_flow_table_inet", "nft_flow_offload"]
 
 NSES = ["lan1", "lan2", "ce1", "ce2", "br", "srv"]
+# /usr/sbin/nft in a router while a setup must be held (link_flap_in_setup): waits while
+# /tmp/nft-hold exists, saying so in /tmp/nft-in; the real nft is bound on /tmp/nft-real
+NFT_HOLD = r"""#!/bin/sh
+[ -e /tmp/nft-hold ] && { : >/tmp/nft-in; while [ -e /tmp/nft-hold ]; do sleep 0.1; done; }
+exec /tmp/nft-real "$@"
+"""
 
 
 # ====================================================================== topology
@@ -264,6 +273,12 @@ def uci_set_lines(section, opts, kind="interface"):
 class Bed:
     def __init__(self, args):
         self.args = args
+        # ce -> the package files it installs (one package manager's format per router)
+        self.pkgs = {ce: [] for ce in CES}
+        for spec in args.pkg:
+            ce, _, f = spec.rpartition(":") if spec.split(":", 1)[0] in CES else ("", "", spec)
+            for c in ([ce] if ce else list(CES)):
+                self.pkgs[c].append(f)
         self.R = Results(os.path.join(OUT, "results.txt"))
         self.br = BrScaffold()
         self.maps = {}        # ce -> Mapping the BR expects
@@ -412,7 +427,10 @@ class Bed:
                       "bin/opkg", "bin/utpl"):
                 if not os.access(os.path.join(self.args.userland, f), os.X_OK):
                     c.fail(f"userland {self.args.userland}: {f} missing")
-            c.expect(os.path.isfile(self.args.pkg), f"package {self.args.pkg} missing")
+            for ce, files in self.pkgs.items():
+                for f in files:
+                    c.expect(os.path.isfile(f), f"{ce}: package {f} missing")
+                c.expect(len({f.rsplit(".", 1)[-1] for f in files}) == 1, f"{ce}: packages of two formats {files}")
             c.detail = os.uname().release
         return not self.R.failed
 
@@ -427,7 +445,10 @@ class Bed:
             self.dhcp = dhcpv6d.Dhcpv6Server("to-ce1", CES["ce1"]["prefix"], ra_prefix=CES["ce1"]["net"])
             self.dhcp.start(lambda fn: netns.start_thread("br", fn))
             self.base = owrt.Base(self.args.userland, WORK)
-            self.base.build(os.path.join(OWRT, "pkg-install.sh"), self.pkg_format, self.args.pkg)
+            by_format = {}
+            for ce in CES:
+                by_format.setdefault(self.pkg_format(ce), []).extend(self.pkgs[ce])
+            self.base.build(os.path.join(OWRT, "pkg-install.sh"), by_format)
             c.detail = (f"ce1 {self.maps['ce1'].describe()}, ce2 {self.maps['ce2'].describe()} "
                         f"(BR's own RFC 7597 calc)")
 
@@ -457,46 +478,63 @@ class Bed:
                 c.expect("dhcpv6" in h and "static" in h, f"netifd's handlers: {sorted(h)}")
                 c.detail = f"handlers {sorted(h)}"
 
-    @property
-    def pkg_format(self):
-        return "apk" if self.args.pkg.endswith(".apk") else "ipk"
+    def pkg_format(self, ce):
+        return "apk" if self.pkgs[ce][0].endswith(".apk") else "ipk"
+
+    def pkg_name(self, f):
+        fmt = "apk" if f.endswith(".apk") else "ipk"
+        return sh([os.path.join(OWRT, "pkg-install.sh"), "name", fmt, f],
+                  env=dict(os.environ, OPENWRT_USERLAND=self.base.prefix)).stdout.strip()
 
     def install(self):
         self.parallel(*[lambda ce=ce: self.install_on(ce) for ce in CES])
 
     def install_on(self, ce):
-        pkg, fmt = self.args.pkg, self.pkg_format
+        pkgs, fmt = self.pkgs[ce], self.pkg_format(ce)
         tool = {"ipk": "opkg install", "apk": "apk add"}[fmt]
         r = self.routers[ce]
+        names = {self.pkg_name(f) for f in pkgs}
         if True:
-            with self.R.check(f"{ce}: `{tool}` of {os.path.basename(pkg)} with the real package manager runs the "
-                              "postinst: netifd lists proto mape afterwards, uci-defaults added the fw4 include") as c:
-                shutil.copy(pkg, r.path("/tmp/" + os.path.basename(pkg)))
+            with self.R.check(f"{ce}: `{tool} {' '.join(os.path.basename(f) for f in pkgs)}` with the real package "
+                              "manager runs the post-install scripts: netifd lists proto mape afterwards"
+                              + (" and proto map (mape-rs-map: odhcp6c asks for option 94)" if "mape-rs-map" in names
+                                 else "") + ", uci-defaults added the fw4 include") as c:
+                for f in pkgs:
+                    shutil.copy(f, r.path("/tmp/" + os.path.basename(f)))
                 t0 = time.time()
-                p = r.run(os.path.join(OWRT, "pkg-install.sh"), "install", fmt, "/", "/tmp/" + os.path.basename(pkg),
+                p = r.run(os.path.join(OWRT, "pkg-install.sh"), "install", fmt, "/",
+                          *["/tmp/" + os.path.basename(f) for f in pkgs],
                           env={"OPENWRT_USERLAND": self.base.prefix}, check=False, timeout=120)
                 c.expect(p.returncode == 0, f"{tool} exited {p.returncode}: {(p.stderr or p.stdout)[-600:]}")
                 c.expect("Collected errors" not in p.stderr and "ERROR" not in p.stderr,
                          f"{tool} reported errors: {p.stderr[-600:]}")
                 c.expect("restarting netifd" in p.stdout, f"the postinst did not restart netifd: {p.stdout[-400:]}")
-                handlers = owrt.wait_for(lambda: "mape" in (r.ubus_ok("network", "get_proto_handlers") or {}), 60,
-                                         f"{ce}: netifd to list mape")
-                c.expect(handlers, "netifd does not list mape")
-                if fmt == "ipk":
-                    st = r.read("/usr/lib/opkg/status", "")
-                    c.expect(re.search(r"Package: mape-rs\n(.*\n)*?Status: install user installed", st),
-                             "mape-rs not recorded as installed in /usr/lib/opkg/status")
-                else:
-                    q = r.run(os.path.join(self.base.prefix, "bin/apk"), "info", "-e", "mape-rs", check=False)
-                    c.expect(q.returncode == 0, f"apk info -e mape-rs: {q.stderr.strip()[:200]}")
-                for f in ("/usr/sbin/mape", "/lib/netifd/proto/mape.sh", "/usr/share/mape-rs/fw4-include.sh",
-                          "/usr/libexec/rpcd/mape"):
+                want = {"mape"} | ({"map"} if "mape-rs-map" in names else set())
+                handlers = owrt.wait_for(lambda: want <= set(r.ubus_ok("network", "get_proto_handlers") or {}), 60,
+                                         f"{ce}: netifd to list {sorted(want)}")
+                c.expect(handlers, f"netifd does not list {sorted(want)}")
+                for n in sorted(names):
+                    if fmt == "ipk":
+                        st = r.read("/usr/lib/opkg/status", "")
+                        c.expect(re.search(rf"Package: {re.escape(n)}\n(.*\n)*?Status: install user installed", st),
+                                 f"{n} not recorded as installed in /usr/lib/opkg/status")
+                    else:
+                        q = r.run(os.path.join(self.base.prefix, "bin/apk"), "info", "-e", n, check=False)
+                        c.expect(q.returncode == 0, f"apk info -e {n}: {q.stderr.strip()[:200]}")
+                files = ["/usr/sbin/mape", "/lib/netifd/proto/mape.sh", "/usr/share/mape-rs/fw4-include.sh",
+                         "/usr/libexec/rpcd/mape"]
+                if "mape-rs-map" in names:
+                    files.append("/lib/netifd/proto/map.sh")
+                if "luci-proto-mape" in names:
+                    files += ["/usr/share/rpcd/acl.d/luci-proto-mape.json", "/www/luci-static/resources/protocol/mape.js"]
+                for f in files:
                     c.expect(os.path.exists(r.path(f)), f"{f} not installed")
                 c.expect(not os.path.exists(r.path("/etc/uci-defaults/90-mape-rs")),
                          "uci-defaults/90-mape-rs was not run (still there)")
                 inc = r.run("uci", "-q", "get", "firewall.mape_rs.path", check=False).stdout.strip()
                 c.expect(inc == "/usr/share/mape-rs/fw4-include.sh", f"firewall.mape_rs.path is {inc!r}")
-                c.detail = f"{tool} + postinst {time.time() - t0:.1f} s, netifd restarted by the postinst"
+                c.detail = (f"{tool} + post-install {time.time() - t0:.1f} s, netifd restarted by the post-install; "
+                            f"handlers {sorted(set(r.ubus_ok('network', 'get_proto_handlers') or {}))}")
             if CES[ce]["wan6"].get("auto") == 0:
                 # ce1's wan6 (dhcpv6) comes up only now. `ubus call network restart` (what the
                 # postinst does) re-executes netifd one second after starting the teardowns; under
@@ -791,6 +829,51 @@ class Bed:
             c.detail = f"IPv4 back {o['back_s']} s after the SIGTERM"
         return time.time()
 
+    def link_flap_in_setup(self):
+        """The tunnel link goes down while a setup of wanmap runs, after it read the link's prefix
+        and before its update, then comes back (what odhcp6c did on ce1 after a netifd start).
+        netifd loses a teardown that starts inside the update (it marks the protocol idle right
+        after the `up` event), so a host dependency that fires then left the interface in
+        teardown for good: the handler registers it after the update. The setup is held in
+        `nft` (a wrapper bound over /usr/sbin/nft in this router) while wan6 goes down."""
+        ce, r = "ce2", self.routers["ce2"]
+        with self.R.check(f"{ce}: wan6 goes down while a setup of {IFACE} is between reading the prefix and its "
+                          f"update, and comes back: {IFACE} is not left in teardown, it comes back with one table, "
+                          "address and watch task") as c:
+            r.ubus(f"network.interface.{IFACE}", "down")
+            self.wait_gone(ce)
+            r.write("/tmp/nft-slow", NFT_HOLD, 0o755)
+            r.write("/tmp/nft-real", "")
+            r.run("mount", "--bind", "/usr/sbin/nft", "/tmp/nft-real")
+            r.run("mount", "--bind", "/tmp/nft-slow", "/usr/sbin/nft")
+            r.write("/tmp/nft-hold", "")
+            try:
+                r.ubus(f"network.interface.{IFACE}", "up")
+                owrt.wait_for(lambda: os.path.exists(r.path("/tmp/nft-in")), 40, f"the setup of {IFACE} in nft")
+                r.ubus("network.interface.wan6", "down")
+                owrt.wait_for(lambda: not r.status("wan6").get("up"), 20, "wan6 down")
+            finally:
+                os.unlink(r.path("/tmp/nft-hold"))
+            self.wait_quiet(ce)
+            st = r.status(IFACE)
+            stuck = not st.get("up") and not st.get("pending") and st.get("available")
+            r.run("umount", "-l", "/usr/sbin/nft")
+            r.run("umount", "-l", "/tmp/nft-real")
+            self.probe(ce)
+            t0 = time.time()
+            r.ubus("network.interface.wan6", "up")
+            try:
+                self.wait_up(ce, self.maps[ce].ipv4, timeout=40)
+            except owrt.OwrtError as e:
+                st = r.status(IFACE)
+                raise owrt.OwrtError(f"{e}; {IFACE} is up {st.get('up')}, pending {st.get('pending')}, available "
+                                     f"{st.get('available')} (neither up nor pending: netifd left it in teardown)"
+                                     + (" (it already looked stuck while wan6 was down)" if stuck else "")) from None
+            o = self.measure(ce, "wan6 back after a flap during setup", t0)
+            self.wait_quiet(ce)
+            c.problems += self.settled(ce)
+            c.detail = f"IPv4 back {o['back_s']} s after wan6 came back"
+
     def leftovers(self, ce, since):
         r = self.routers[ce]
         wait = since + LEFTOVER_AFTER - time.time()
@@ -975,24 +1058,41 @@ class Bed:
         self.bring_up()
         if self.R.failed and not self.args.break_psid:
             return
-        self.parallel(self.traffic)
         if self.args.break_psid:
+            self.parallel(self.traffic)
             return
         # The events whose IPv4 outage is measured run one at a time (on a busy TCG guest, two
         # routers working at once stretch each other's times); the rest runs ce1 beside ce2.
-        for fn in (self.down_up, self.prefix_change_static, self.reload, self.pd_update):
-            self.parallel(fn)
-        t_restart, = self.parallel(self.restarts)
-        t_term, = self.parallel(self.sigterm)
-        self.parallel(lambda: (self.negative_control(), self.firewall()),
-                      lambda: (self.bad_configs(), self.route_to_br_only()))
+        # MAPE_BED_PHASES picks some of them (for work on one; the full run takes every phase).
+        want = self.want
+        if want("traffic"):
+            self.parallel(self.traffic)
+        for name, fn in (("downup", self.down_up), ("prefix", self.prefix_change_static), ("reload", self.reload),
+                         ("pd", self.pd_update)):
+            if want(name):
+                self.parallel(fn)
+        t_restart = t_term = None
+        if want("restarts"):
+            t_restart, = self.parallel(self.restarts)
+        if want("sigterm"):
+            t_term, = self.parallel(self.sigterm)
+        ce1 = [fn for name, fn in (("negative", self.negative_control), ("fw4", self.firewall)) if want(name)]
+        ce2 = [fn for name, fn in (("bad", self.bad_configs), ("brroute", self.route_to_br_only),
+                                   ("flap", self.link_flap_in_setup)) if want(name)]
+        self.parallel(*[lambda fns=fns: [fn() for fn in fns] for fns in (ce1, ce2) if fns])
         # whatever the restarts and the SIGTERM left behind shows by now (the phases in between
         # ran no netifd restart)
-        self.parallel(lambda: self.leftovers("ce1", t_term), lambda: self.leftovers("ce2", t_restart))
-        self.rpcd()
+        self.parallel(*[lambda ce=ce, t=t: self.leftovers(ce, t) for ce, t in (("ce1", t_term), ("ce2", t_restart))
+                        if t is not None])
+        if want("rpcd"):
+            self.rpcd()
         self.parallel(*[lambda ce=ce: self.final_teardown(ce) for ce in CES])
         say("IPv4 outages: " + "; ".join(f"{ce} {ev}: out {o} s, back {b} s" for ce, ev, o, b, _ in self.outages))
         say(f"bed finished in {time.time() - t0:.0f} s")
+
+    def want(self, phase):
+        """Whether the optional phase runs (MAPE_BED_PHASES: a comma-separated list, else all)."""
+        return not PHASES or phase in PHASES
 
     def parallel(self, *fns):
         """Runs fns side by side (each one touches only its own CE); their results in order.
@@ -1044,7 +1144,9 @@ def main():
     ap.add_argument("--break-psid", action="store_true",
                     help=f"configure ce1 with a rule carrying PSID {WRONG_PSID:#x} instead of 0x34 (checks must fail)")
     ap.add_argument("--userland", required=True, help="the OpenWrt userland prefix (tests/openwrt/userland.sh)")
-    ap.add_argument("--pkg", required=True, help="the x86_64 package to install (.ipk or .apk)")
+    ap.add_argument("--pkg", required=True, action="append", metavar="[CE:]FILE",
+                    help="an x86_64 package to install (.ipk with opkg, .apk with apk), on router CE only (ce1, "
+                         "ce2) or on both; each router installs its packages in one transaction")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bed.py must run as root")

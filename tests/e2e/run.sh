@@ -17,7 +17,11 @@
 #   --break-psid  give ce1 a rule with the wrong PSID: the port-set checks must FAIL and
 #                 name the stray ports (the normal run does this once as a negative control)
 #   -v            show the whole VM console, not only the check lines
-# Env: MAPE_IPK (a prebuilt x86_64 .ipk), MAPE_OPENWRT_SRC (see userland.sh), MAPE_VM_CACHE.
+# Env: MAPE_IPK (a prebuilt x86_64 .ipk; the other packages are taken from the same dist/ folder:
+#      mape-rs-map, luci-proto-mape and feed/x86_64/*.apk), MAPE_OPENWRT_SRC (see userland.sh),
+#      MAPE_VM_CACHE, MAPE_BED_STEADY_SECONDS (the steady-traffic phase, default 60),
+#      MAPE_BED_PHASES (comma-separated: run only these of the bed's optional phases, for
+#      working on one; see bed.py --help).
 # Artifacts (console, captures, every daemon's log, bed.log): tests/e2e/out/<run>/.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -80,32 +84,53 @@ echo "# preparing the VM (tests/vm/mkinitramfs.sh)"
 KVER=$("$ROOT/tests/vm/mkinitramfs.sh" 2>"${TMPDIR:-/tmp}/mape-e2e-vm.log") ||
 	infra_fail "capabilities: cannot prepare the VM kernel: $(tail -3 "${TMPDIR:-/tmp}/mape-e2e-vm.log" | tr '\n' ' ')"
 
-# ---- the package: the x86_64 .ipk as a release builds it (static musl binary, scripts/ipk.sh)
+# ---- the packages: x86_64 .ipk and .apk as a release builds them (static musl binary,
+# scripts/ipk.sh, scripts/apk.sh)
 if [ -n "${MAPE_IPK:-}" ]; then
 	IPK=$MAPE_IPK
+	DIST=$(cd "$(dirname "$IPK")" && pwd)
 else
-	echo "# building the x86_64 .ipk (scripts/dist.sh x86_64)"
+	echo "# building the x86_64 packages (scripts/dist.sh x86_64)"
 	export MAPE_DIST_TARGET_DIR=${MAPE_DIST_TARGET_DIR:-$HOME/.cache/mape-rs/dist-target}
 	(cd "$ROOT" && scripts/dist.sh x86_64) >"${TMPDIR:-/tmp}/mape-e2e-dist.log" 2>&1 ||
 		infra_fail "build: scripts/dist.sh x86_64 failed: $(grep -m3 -E '^(error|dist.sh)' "${TMPDIR:-/tmp}/mape-e2e-dist.log" | tr '\n' ' ')"
 	IPK=$(ls "$ROOT"/dist/mape-rs_*_x86_64.ipk 2>/dev/null | head -1)
+	DIST=$ROOT/dist
 fi
 [ -f "$IPK" ] || infra_fail "build: no x86_64 .ipk ($IPK)"
+# The others from the same build: dist/*.ipk and dist/feed/x86_64/*.apk (with MAPE_IPK: next to it,
+# or in feed/x86_64 below its folder).
+pkgfile() { # pkgfile GLOB...: the first file that exists
+	local f
+	for f in "$@"; do [ -f "$f" ] && { echo "$f"; return 0; }; done
+	return 1
+}
+MAP_IPK=$(pkgfile "$DIST"/mape-rs-map_*_all.ipk) &&
+	LUCI_IPK=$(pkgfile "$DIST"/luci-proto-mape_*_all.ipk) &&
+	APK=$(pkgfile "$DIST"/feed/x86_64/mape-rs-[0-9]*.apk "$DIST"/mape-rs-[0-9]*.apk) &&
+	LUCI_APK=$(pkgfile "$DIST"/feed/x86_64/luci-proto-mape-*.apk "$DIST"/luci-proto-mape-*.apk) ||
+	infra_fail "build: mape-rs-map and luci-proto-mape (.ipk) and mape-rs and luci-proto-mape (.apk) must be next to $IPK (scripts/dist.sh x86_64 builds them)"
 
-# The packages the bed installs, FORMAT:FILE (the routers in the VM get the first one).
-PKGS=("ipk:$IPK")
+# Offline installs (on the host) with each package manager: FORMAT:FILE.
+PKGS=("ipk:$IPK" "apk:$APK")
+# What each router installs live, CE:FILE (one package manager per router): ce1 takes the .ipk
+# packages with opkg (mape-rs-map too: the option-94 phases), ce2 the .apk packages with apk.
+ROUTER_PKGS=("ce1:$IPK" "ce1:$MAP_IPK" "ce1:$LUCI_IPK" "ce2:$APK" "ce2:$LUCI_APK")
 
 OUT=$HERE/out/$NAME
 rm -rf "$OUT" && mkdir -p "$OUT" || infra_fail "setup: cannot create $OUT"
 : >"$OUT/host-results.txt"
 for p in "${PKGS[@]}"; do
-	cp "${p#*:}" "$OUT/" || infra_fail "setup: cannot copy ${p#*:}"
 	# offline install with the real package manager (on the host: no VM needed)
 	echo "# installing $(basename "${p#*:}") into an offline OpenWrt root (tests/openwrt/offline-install.py)"
 	OPENWRT_USERLAND=$USERLAND python3 "$ROOT/tests/openwrt/offline-install.py" "${p%%:*}" "${p#*:}" \
 		"$OUT/offline-root-${p%%:*}" | tee -a "$OUT/host-results.txt"
 done
-PKG=${PKGS[0]#*:}
+VMPKGS=()
+for p in "${ROUTER_PKGS[@]}"; do
+	cp "${p#*:}" "$OUT/" || infra_fail "setup: cannot copy ${p#*:}"
+	VMPKGS+=(--pkg "${p%%:*}:/run/mape-vm/xchg/$(basename "${p#*:}")")
+done
 
 # ---- run the bed in the VM. The guest cannot see /tmp, /run or /var of the host: a checkout
 # there is staged (tests/ only: the bed needs nothing else of the tree).
@@ -118,8 +143,13 @@ if vm_hidden "$ROOT"; then
 		infra_fail "setup: cannot stage $ROOT/tests in $TESTS"
 fi
 echo "# booting the VM (kernel $KVER) and running the bed; artifacts in ${OUT#"$ROOT"/}"
-VMARGS=(-q -t 900 -m 1536 -s 1 -o "$OUT" -l "$OUT/console.log" "$TESTS/e2e/guest.sh"
-	--userland "$USERLAND" --pkg "/run/mape-vm/xchg/$(basename "$PKG")" ${ARGS[@]+"${ARGS[@]}"})
+# The VM's limit grows with the steady-traffic phase (MAPE_BED_STEADY_SECONDS, default 60).
+STEADY=${MAPE_BED_STEADY_SECONDS:-60}
+case $STEADY in '' | *[!0-9]*) infra_fail "setup: MAPE_BED_STEADY_SECONDS=$STEADY is not a number of seconds" ;; esac
+VMTIMEOUT=$((900 + STEADY))
+VMARGS=(-q -t "$VMTIMEOUT" -m 1536 -s 1 -o "$OUT" -l "$OUT/console.log"
+	-e "MAPE_BED_STEADY_SECONDS=$STEADY" -e "MAPE_BED_PHASES=${MAPE_BED_PHASES:-}"
+	"$TESTS/e2e/guest.sh" --userland "$USERLAND" "${VMPKGS[@]}" ${ARGS[@]+"${ARGS[@]}"})
 if [ -n "$VERBOSE" ]; then
 	"$ROOT/tests/vm/vmrun.sh" "${VMARGS[@]}"
 	RC=$?
@@ -132,7 +162,7 @@ count() { cat "$OUT/host-results.txt" "$OUT/results.txt" 2>/dev/null | grep -c "
 PASSED=$(count 'ok ') FAILED=$(count 'FAIL ')
 case $RC in
 0) ;;
-124) echo "FAIL vm: timed out after 900 s (see ${OUT#"$ROOT"/}/console.log)"; FAILED=$((FAILED + 1)) ;;
+124) echo "FAIL vm: timed out after $VMTIMEOUT s (see ${OUT#"$ROOT"/}/console.log)"; FAILED=$((FAILED + 1)) ;;
 125 | 126) echo "FAIL vm: the VM stopped without reporting a result (see ${OUT#"$ROOT"/}/console.log):"
 	tail -5 "$OUT/console.log" 2>/dev/null | sed 's/^/#   /'
 	FAILED=$((FAILED + 1)) ;;

@@ -14,8 +14,9 @@ BASE (Base.build, once per VM):
   usr/lib/functions.sh, usr/lib/config/uci.sh   stand-ins (tests/openwrt/rootfs): base-files
                                is not among the sources
   usr/share/libubox/jshn.sh, usr/share/firewall4, usr/share/ucode/fw4.uc, etc/nftables.d
-  etc/config/, etc/opkg.conf, usr/lib/opkg/status   from pkg-install.sh prepare: the package's
-                               dependencies recorded as installed
+  etc/config/, etc/opkg.conf, usr/lib/opkg/status, etc/apk, lib/apk   from pkg-install.sh
+                               prepare: our packages' dependencies recorded as installed, for
+                               opkg and for apk
   PREFIX/libexec/rpcd, PREFIX/share/rpcd/acl.d, PREFIX/share/ucode   the userland has its
                                prefix baked in (rpcd's exec plugins and ACLs, ucode's modules):
                                links to OpenWrt's /usr/libexec/rpcd, /usr/share/rpcd/acl.d,
@@ -97,7 +98,9 @@ class Base:
         self.prefix = os.path.realpath(prefix)
         self.dir = os.path.join(work, "owrt-base")
 
-    def build(self, pkg_install, pkg_format, pkg):
+    def build(self, pkg_install, pkgs):
+        """pkgs: {format: [package files]}, the packages the routers will install (their
+        dependencies are recorded as installed, for each format's package manager)."""
         p, b = self.prefix, self.dir
         shutil.rmtree(b, ignore_errors=True)
         u, e, x = os.path.join(b, "usr"), os.path.join(b, "etc"), b + p
@@ -129,10 +132,11 @@ class Base:
         # opkg.conf and the status file with our package's dependencies (the installer's own
         # preparation, into a scratch root whose etc/ and usr/ become the layers)
         scratch = os.path.join(b, "pkgroot")
-        r = subprocess.run([pkg_install, "prepare", pkg_format, scratch, pkg], capture_output=True, text=True,
-                           env=dict(os.environ, OPENWRT_USERLAND=p))
-        if r.returncode:
-            raise OwrtError(f"pkg-install.sh prepare: {r.stderr.strip()[:500]}")
+        for fmt, files in pkgs.items():
+            r = subprocess.run([pkg_install, "prepare", fmt, scratch, *files], capture_output=True, text=True,
+                               env=dict(os.environ, OPENWRT_USERLAND=p))
+            if r.returncode:
+                raise OwrtError(f"pkg-install.sh prepare {fmt}: {r.stderr.strip()[:500]}")
         # (etc/opkg.conf + usr/lib/opkg for opkg; etc/apk + lib/apk for apk: /lib is usr/lib here)
         for sub, dst in (("etc", "etc"), ("usr", "usr"), ("lib", "usr/lib")):
             src = os.path.join(scratch, sub)

@@ -2,13 +2,16 @@
 # Installs one of our packages with OpenWrt's real package manager (from the userland prefix of
 # tests/openwrt/userland.sh), the way a router does.
 #
-#   pkg-install.sh prepare FORMAT ROOT PKG    make ROOT a minimal OpenWrt package root for PKG:
-#                                             the manager's configuration (architectures) and
-#                                             every dependency PKG declares recorded as installed
-#   pkg-install.sh install FORMAT ROOT PKG    install PKG into ROOT; ROOT "/" is a live install
-#                                             (maintainer scripts run), anything else an offline
-#                                             one (image-build style: scripts do not run)
+#   pkg-install.sh prepare FORMAT ROOT PKG... make ROOT a minimal OpenWrt package root for the
+#                                             PKGs: the manager's configuration (architectures)
+#                                             and every dependency they declare recorded as
+#                                             installed, but for the PKGs themselves
+#   pkg-install.sh install FORMAT ROOT PKG... install the PKGs into ROOT in one transaction;
+#                                             ROOT "/" is a live install (maintainer scripts
+#                                             run), anything else an offline one (image-build
+#                                             style: scripts do not run)
 #   pkg-install.sh deps FORMAT PKG            print the dependencies PKG declares, one a line
+#   pkg-install.sh name FORMAT PKG            print the package's name
 #
 # FORMAT: ipk (opkg-lede, OpenWrt 24.10) or apk (apk-tools 3, OpenWrt 25.12 and later).
 # Env: OPENWRT_USERLAND (the prefix; default: tests/openwrt/userland.sh's), PKG_ARCH (x86_64).
@@ -18,7 +21,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 die() { echo "pkg-install: $*" >&2; exit 1; }
-[ $# -ge 3 ] || die "usage: pkg-install.sh prepare|install FORMAT ROOT PKG | deps FORMAT PKG"
+[ $# -ge 3 ] || die "usage: pkg-install.sh prepare|install FORMAT ROOT PKG... | deps|name FORMAT PKG"
 verb=$1 fmt=$2
 ARCH=${PKG_ARCH:-x86_64}
 U=${OPENWRT_USERLAND:-}
@@ -38,8 +41,27 @@ deps() {
 	esac
 }
 
-prepare() { # prepare ROOT PKG
-	local root=$1 pkg=$2 d
+# The package's name.
+name() {
+	case $fmt in
+	ipk) tar -xzOf "$1" ./control.tar.gz | tar -xzO ./control | sed -n 's/^Package: *//p' ;;
+	apk) "$U/bin/apk" adbdump "$1" | awk '/^info:/ { i = 1; next } i && /^  name:/ { print $2; exit }' ;;
+	*) die "unknown package format $fmt (ipk or apk)" ;;
+	esac
+}
+
+# What the PKGs depend on, once each, but for the PKGs themselves (installed together).
+all_deps() {
+	local p own="" d
+	for p in "$@"; do own="$own $(name "$p")"; done
+	for p in "$@"; do deps "$p"; done | sort -u | while read -r d; do
+		case " $own " in *" $d "*) ;; *) echo "$d" ;; esac
+	done
+}
+
+prepare() { # prepare ROOT PKG...
+	local root=$1 d
+	shift
 	mkdir -p "$root/var/lock" "$root/tmp" "$root/etc"
 	case $fmt in
 	ipk)
@@ -54,7 +76,7 @@ prepare() { # prepare ROOT PKG
 			arch $ARCH 10
 		EOF
 		: >>"$root/usr/lib/opkg/status"
-		for d in $(deps "$pkg"); do
+		for d in $(all_deps "$@"); do
 			grep -qx "Package: $d" "$root/usr/lib/opkg/status" && continue
 			# An entry as opkg writes it for an installed package (an empty Depends: line would
 			# crash opkg-lede, so there is none).
@@ -68,30 +90,34 @@ prepare() { # prepare ROOT PKG
 		mkdir -p "$root/etc/apk"
 		echo "$ARCH" >"$root/etc/apk/arch"
 		local provides="" tmp
-		for d in $(deps "$pkg"); do provides="$provides${provides:+ }$d=1"; done
+		for d in $(all_deps "$@"); do provides="$provides${provides:+ }$d=1"; done
 		tmp=$(mktemp -d)
 		"$U/bin/apk" mkpkg -I name:openwrt-base-for-tests -I version:1-r1 -I "arch:$ARCH" \
 			${provides:+-I "provides:$provides"} -o "$tmp/base.apk" >/dev/null
-		"$U/bin/apk" --root "$root" --initdb --allow-untrusted --arch "$ARCH" --no-network add "$tmp/base.apk" >/dev/null
+		# (--force-non-repository: a root on tmpfs, as the scratch root in the test VM is, would
+		# otherwise be refused as diskless)
+		"$U/bin/apk" --root "$root" --initdb --allow-untrusted --arch "$ARCH" --no-network --force-non-repository \
+			add "$tmp/base.apk" >/dev/null
 		rm -rf "$tmp" ;;
 	*) die "unknown package format $fmt (ipk or apk)" ;;
 	esac
 }
 
-install_pkg() { # install ROOT PKG
-	local root=$1 pkg=$2
+install_pkg() { # install ROOT PKG...
+	local root=$1
+	shift
 	case $fmt in
 	ipk)
 		if [ "$root" = / ]; then
-			"$U/bin/opkg" install "$pkg"
+			"$U/bin/opkg" install "$@"
 		else
-			"$U/bin/opkg" -o "$root" -f "$root/etc/opkg.conf" install "$pkg"
+			"$U/bin/opkg" -o "$root" -f "$root/etc/opkg.conf" install "$@"
 		fi ;;
 	apk)
 		if [ "$root" = / ]; then
-			"$U/bin/apk" add --allow-untrusted --no-network "$pkg"
+			"$U/bin/apk" add --allow-untrusted --no-network "$@"
 		else
-			"$U/bin/apk" --root "$root" --allow-untrusted --arch "$ARCH" --no-network add "$pkg"
+			"$U/bin/apk" --root "$root" --allow-untrusted --arch "$ARCH" --no-network --no-scripts add "$@"
 		fi ;;
 	*) die "unknown package format $fmt (ipk or apk)" ;;
 	esac
@@ -99,7 +125,8 @@ install_pkg() { # install ROOT PKG
 
 case $verb in
 deps) deps "$3" ;;
-prepare) [ $# -eq 4 ] || die "usage: pkg-install.sh prepare FORMAT ROOT PKG"; prepare "$3" "$4" ;;
-install) [ $# -eq 4 ] || die "usage: pkg-install.sh install FORMAT ROOT PKG"; install_pkg "$3" "$4" ;;
-*) die "unknown verb $verb (prepare, install, deps)" ;;
+name) name "$3" ;;
+prepare) [ $# -ge 4 ] || die "usage: pkg-install.sh prepare FORMAT ROOT PKG..."; shift 2; prepare "$@" ;;
+install) [ $# -ge 4 ] || die "usage: pkg-install.sh install FORMAT ROOT PKG..."; shift 2; install_pkg "$@" ;;
+*) die "unknown verb $verb (prepare, install, deps, name)" ;;
 esac
