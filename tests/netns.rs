@@ -155,9 +155,16 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     assert_eq!(ns.exec("nft list tables").matches("mape_wanmap").count(), 1);
     assert_eq!(ns.exec("ip -6 addr show dev wan").matches(ce).count(), 1);
 
+    // The teardown deletes our table over netlink (no nft): only `ip mape_wanmap`, not fw4's
+    // table nor a table of the same name in another family.
+    ns.exec("nft add table inet fw4 && nft add table inet mape_wanmap");
     ns.exec(&teardown);
     assert!(!ns.exec("ip -6 addr show dev wan").contains(ce));
-    assert_eq!(ns.exec("nft list tables").trim(), "");
+    assert_eq!(
+        ns.exec("nft list tables").trim(),
+        "table inet fw4\ntable inet mape_wanmap"
+    );
+    ns.exec("nft delete table inet fw4 && nft delete table inet mape_wanmap");
     assert!(!dir.join("state/wanmap.json").exists());
     // Teardown again: nothing left to remove, still success.
     ns.exec(&teardown);

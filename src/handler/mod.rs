@@ -49,6 +49,10 @@ pub trait System {
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError>;
     /// `nft -f -` with this script, as one transaction.
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError>;
+    /// Deletes our table `ip <table>`; absent is not an error.
+    fn nft_delete(&mut self, table: &str) -> Result<(), SysError> {
+        self.nft_apply(&nft::delete_script(table))
+    }
     /// Adds `addr/128` to `dev` without duplicate address detection.
     fn addr_add(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError>;
     /// Removes `addr/128` from `dev`; absent is not an error.
@@ -462,7 +466,7 @@ fn rollback(sys: &mut dyn System, iface: &str, owner: &str, state: &State) {
         ));
         return;
     }
-    let _ = sys.nft_apply(&nft::delete_script(&state.table));
+    let _ = sys.nft_delete(&state.table);
     let _ = sys.addr_del(&state.dev, state.ce);
     sys.clear_state(iface);
 }
@@ -549,7 +553,7 @@ pub fn teardown_started_at(sys: &mut dyn System, iface: &str, started: &str) -> 
         }
     }
     let table = table_for(iface);
-    if let Err(e) = sys.nft_apply(&nft::delete_script(&table)) {
+    if let Err(e) = sys.nft_delete(&table) {
         sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
     }
     if let Some(s) = state {

@@ -112,6 +112,11 @@ impl System for RealSystem {
         Ok(())
     }
 
+    fn nft_delete(&mut self, table: &str) -> Result<(), SysError> {
+        // Without nft: see the netlink module.
+        Ok(netlink::delete_table(table)?)
+    }
+
     fn addr_add(&mut self, dev: &str, addr: Ipv6Addr) -> Result<(), SysError> {
         Ok(netlink::address(dev, addr, true)?)
     }
