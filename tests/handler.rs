@@ -944,3 +944,58 @@ fn netifd_s_expired_prefix_is_not_used() {
         "240b:10:1111:2200::/56"
     );
 }
+
+#[test]
+fn a_dhcpv6_interface_goes_with_its_binding() {
+    // dhcpv6.script's map interface (it sets _prefsig) whose tunnel link is down and not setting
+    // up (ifdown, link lost): the binding that provisioned it ended, and the script never removes
+    // one, so the handler asks netifd to remove it rather than wait with the old rule.
+    let dynamic = json!({"proto": "map", "tunlink": "wan6", "_prefsig": " 2001:db8:12:3400::/56",
+        "rule": "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1"});
+    let down = json!({"up": false, "pending": false, "l3_device": "wan"});
+    let pending = json!({"up": false, "pending": true, "l3_device": "wan"});
+    let removes = |sys: &DryRun| {
+        sys.calls
+            .iter()
+            .filter(|c| c["object"] == "network.interface.wan6_4" && c["method"] == "remove")
+            .count()
+    };
+    let mut sys = DryRun::new(Some(down.clone()));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wan6_4", &dynamic.to_string()),
+        0
+    );
+    assert_eq!(removes(&sys), 1, "{:?}", sys.calls);
+    assert_eq!(notify(&sys, 3)[0]["error"][0], "NO_PREFIX");
+    assert!(notify(&sys, 4).is_empty(), "not blocked: netifd removes it");
+    assert!(sys.tables.is_empty() && sys.addresses.is_empty() && sys.state.is_empty());
+    // Setting up again (odhcp6c's `bound` takes wan6 down and up): it waits, as before.
+    let mut sys = DryRun::new(Some(pending.clone()));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wan6_4", &dynamic.to_string()),
+        0
+    );
+    assert_eq!(removes(&sys), 0);
+    // A configured interface waits for its link in both cases.
+    let mut sys = DryRun::new(Some(down.clone()));
+    let configured = json!({"proto": "map", "tunlink": "wan6", "rule": dynamic["rule"]});
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wan6_4", &configured.to_string()),
+        0
+    );
+    assert_eq!(removes(&sys), 0);
+    // The watch task of the dynamic one ends when the link goes (setup then removes it);
+    // the configured one's keeps waiting.
+    let (cfg, key) = handler::watch_start(&dynamic.to_string(), None).unwrap();
+    let mut sys = DryRun::new(Some(down.clone()));
+    let look = handler::watch::look(&mut sys, "wan6_4", &cfg, Some(&down));
+    assert!(matches!(
+        Watcher::new(key.clone()).feed(&look),
+        Verdict::Restart(_)
+    ));
+    let look = handler::watch::look(&mut sys, "wan6_4", &cfg, Some(&pending));
+    assert_eq!(Watcher::new(key).feed(&look), Verdict::Keep);
+    let (cfg, key) = handler::watch_start(&configured.to_string(), None).unwrap();
+    let look = handler::watch::look(&mut sys, "wan6_4", &cfg, Some(&down));
+    assert_eq!(Watcher::new(key).feed(&look), Verdict::Keep);
+}

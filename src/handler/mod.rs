@@ -239,6 +239,9 @@ enum Failure {
     /// Something that may heal by itself (the kernel, nft, netifd refused or timed out):
     /// report it, and let netifd retry after a back-off.
     Transient(&'static str, String),
+    /// The tunnel link (named here) is down, not setting up: the binding that provisioned this
+    /// dynamic interface ended (see [`HandlerConfig::dynamic`]).
+    Gone(String),
 }
 
 /// `setup`: see the module documentation for the steps.
@@ -268,6 +271,24 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         }
         Failure::Waiting(code, detail) => {
             report(sys, iface, code, &detail, false);
+            start_task(sys, exe, iface, config_json, &Task::Wait, None)
+        }
+        Failure::Gone(tunlink) => {
+            // dhcpv6.script adds a map interface for each binding with option 94 and never
+            // removes one: a waiting interface would come back with the old rule at the next
+            // binding even when the server no longer sends it. Removed now, the interface comes
+            // back from dhcpv6.script if the next binding carries option 94. (netifd removes
+            // it 100 ms after asking; the task keeps it in setup until then.)
+            report(
+                sys,
+                iface,
+                codes::NO_PREFIX,
+                &format!(
+                    "tunlink {tunlink} is down: removing this interface of its DHCPv6 binding"
+                ),
+                false,
+            );
+            let _ = sys.ubus_call(&format!("network.interface.{iface}"), "remove", &json!({}));
             start_task(sys, exe, iface, config_json, &Task::Wait, None)
         }
         Failure::Transient(code, detail) => {
@@ -312,6 +333,7 @@ fn try_setup(
     };
     let link = match link_status(sys, &tunlink) {
         Ok(l) if l.up && !l.prefixes.is_empty() => l,
+        Ok(l) if cfg.dynamic && !l.up && !l.pending => return Err(Failure::Gone(tunlink)),
         Ok(_) => {
             return Err(Failure::Waiting(
                 codes::NO_PREFIX,

@@ -92,6 +92,9 @@ pub struct HandlerConfig {
     pub ports_exclude: Vec<PortSet>,
     /// Install the IPv4 default route on the tunnel (netifd's generic `defaultroute`).
     pub defaultroute: bool,
+    /// Made by odhcp6c's dhcpv6.script for its binding (from DHCPv6 option 94): the script sets
+    /// `_prefsig`, which nobody writes in /etc/config/network.
+    pub dynamic: bool,
 }
 
 impl HandlerConfig {
@@ -187,6 +190,7 @@ impl HandlerConfig {
             encaplimit,
             ports_exclude,
             defaultroute: boolean(o, "defaultroute")?.unwrap_or(true),
+            dynamic: o.contains_key("_prefsig"),
         })
     }
 
@@ -408,6 +412,11 @@ mod tests {
         assert_eq!(c.ttl, 64);
         assert!(c.defaultroute);
         assert_eq!(c.tunnel_mtu(Some(1454)), 1414);
+        assert!(!c.dynamic);
+        let d =
+            HandlerConfig::parse(r#"{"proto":"map","tunlink":"wan6","_prefsig":" 2001:db8::/56"}"#)
+                .unwrap();
+        assert!(d.dynamic, "dhcpv6.script's interfaces carry _prefsig");
     }
 
     #[test]
