@@ -25,11 +25,17 @@ Options: --break-psid (ce1 configured with a rule carrying a wrong PSID througho
 --userland PREFIX, --pkg FILE (given by run.sh; .ipk installed with opkg, .apk with apk).
 """
 import argparse
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt     # rpcd's login passwords (removed in Python 3.13; Debian 12 has 3.11)
 import ipaddress
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import sys
 import threading
 import time
@@ -65,8 +71,15 @@ WRONG_PSID = 0x35       # --break-psid / negative control: ce1 (really 0x34) tol
 UP_TIMEOUT = 90         # s an interface may take to come up (TCG, odhcp6c's timers)
 LEFTOVER_AFTER = 35     # s after the last restart at which no stray handler may be left
 RELOAD_WATCH = 4        # s to watch for a restart after a reload that should change nothing
-# optional phases to run (all when empty): traffic, downup, prefix, reload, pd, restarts, sigterm,
-# negative, fw4, bad, brroute, flap, rpcd
+# s from an in-place renumbering (the server's Reply) to IPv4 on the new mapping. Issue 12's target
+# is 2 s; under TCG the bed measures 1.9-2.4 s, of which 0.3-0.4 s are odhcp6c, dhcpv6.script and
+# netifd, about 0.4 s our teardown and 1.1-1.2 s our setup (0.9 s of it nft loading the ruleset):
+# docs/testing-openwrt.md. The check holds the bed to what it measures, with room for a busy host;
+# the line it prints says whether the 2 s were met.
+PD_TARGET = 2.0
+PD_BACK_MAX = 3.5
+# optional phases to run (all when empty): traffic, downup, prefix, reload, pd, reload20, stall,
+# restarts, sigterm, negative, fw4, bad, brroute, flap, rpcd, opt94, steady
 PHASES = [p for p in os.environ.get("MAPE_BED_PHASES", "").replace(" ", "").split(",") if p]
 
 CES = {
@@ -84,6 +97,18 @@ CES = {
                     "psidlen": 8, "offset": RULE["offset"]}},
 }
 BROKEN_RULE = RULE_STR + f",psidlen=8,psid={WRONG_PSID << 8}"
+# The option-94 phases (issue 17): the DHCPv6 server sends an S46 MAP-E container with Example 1
+# (no PORTPARAMS: offset 6) and a v6plus-shaped rule (PORTPARAMS with offset 4 and PSID length 0:
+# the 8 PSID bits come from the EA bits; 15 sets of 16 ports), and the BR. ce1 renumbers into the
+# second one.
+V6PLUS_RULE = {"ipv6prefix": "2001:db8:8800::", "prefix6len": 40, "ipv4prefix": "198.51.100.0", "prefix4len": 24,
+               "ealen": 16, "offset": 4, "br": RULE["br"]}
+OPT94_PREFIX = "2001:db8:8812:3400::/56"     # under V6PLUS_RULE: 198.51.100.18, PSID 0x34
+DYN = "wan6_4"          # the dynamic proto map interface dhcpv6.script creates
+RELOADS = 20            # `network reload` in a row (issue 12)
+STALL = 30              # s ubusd is stopped (issue 12)
+STEADY = int(os.environ.get("MAPE_BED_STEADY_SECONDS") or 60)   # s of steady traffic
+FLAP_WATCH = 20         # s to watch a renumbered map interface for a flap back
 
 # Each error code the handler reports, from a bad configuration (or, for ADDR_FAILED and
 # NFT_FAILED, a fault of the system): interface -> (code, options, what follows: "blocked" (a
@@ -172,13 +197,13 @@ class BrScaffold:
         self.ces = {}   # ce -> (prefix, Mapping)
         self.lock = threading.Lock()
 
-    def set_ce(self, ce, prefix):
+    def set_ce(self, ce, prefix, rule=None):
         with self.lock:
-            return self._set_ce(ce, prefix)
+            return self._set_ce(ce, prefix, rule or RULE)
 
-    def _set_ce(self, ce, prefix):
+    def _set_ce(self, ce, prefix, rule):
         c = CES[ce]
-        m = refmap.compute(RULE, prefix)
+        m = refmap.compute(rule, prefix)
         old = self.ces.get(ce)
         lines = []
         if old and old[0] != prefix:
@@ -287,6 +312,7 @@ class Bed:
         self.dhcp = None
         self.base = None
         self.outages = []     # (event, seconds IPv4 was out, seconds until back)
+        self.pd_times = []    # s from each in-place renumbering to the first probe on the new IPv4
         self.probers = {}
         self.lock = threading.Lock()
 
@@ -314,52 +340,52 @@ class Bed:
         devs = [x.split(":")[0].strip() for x in netns.proc_net(ce, "dev").splitlines()[2:]]
         return sorted(d for d in devs if d.startswith("map-"))
 
-    def kernel_v4(self, ce, v4):
+    def kernel_v4(self, ce, v4, iface=IFACE):
         """The kernel's view, cheap enough to poll: v4 is a local address and the default route
         goes through the tunnel."""
         route = netns.proc_net(ce, "route").splitlines()[1:]
         via = [x.split()[0] for x in route if len(x.split()) > 2 and x.split()[1] == "00000000"]
         local = re.search(rf"\|-- {re.escape(str(v4))}\n\s+/32 host LOCAL", netns.proc_net(ce, "fib_trie"))
-        return f"map-{IFACE}" in via and bool(local)
+        return f"map-{iface}" in via and bool(local)
 
     def ipv4_of(self, ce, iface=IFACE):
         st = self.routers[ce].status(iface)
         return [a["address"] for a in st.get("ipv4-address", [])] if st.get("up") else []
 
-    def singletons(self, ce):
+    def singletons(self, ce, iface=IFACE):
         """Problems unless exactly one table, one CE address, one watch task, one tunnel."""
         r = self.routers[ce]
         probs = []
-        t, a, w, tun = self.mape_tables(ce), self.ce_addrs(ce), r.handler_procs("watch", IFACE), self.tunnels(ce)
-        if t != [f"mape_{IFACE}"]:
+        t, a, w, tun = self.mape_tables(ce), self.ce_addrs(ce), r.handler_procs("watch", iface), self.tunnels(ce)
+        if t != [f"mape_{iface}"]:
             probs.append(f"nft tables {t}")
         if a != [str(self.maps[ce].ce)]:
             probs.append(f"CE addresses {a} (expected [{self.maps[ce].ce}])")
         if len(w) != 1:
             probs.append(f"{len(w)} watch tasks: {[' '.join(x[1][2:4]) + ' ' + ' '.join(x[1][5:9]) for x in w]}")
-        if tun != [f"map-{IFACE}"]:
+        if tun != [f"map-{iface}"]:
             probs.append(f"tunnels {tun}")
         return probs
 
-    def settled(self, ce, timeout=15):
+    def settled(self, ce, timeout=15, iface=IFACE):
         """Polls until there is exactly one table, CE address, watch task and tunnel (a watch
         task of an older setup ends at its next look at the link, every 10 s); the problems
         left after timeout s."""
         deadline = time.time() + timeout
         while True:
-            probs = self.singletons(ce)
+            probs = self.singletons(ce, iface)
             if not probs or time.time() > deadline:
                 return probs
             time.sleep(0.5)
 
-    def recovered(self, c, ce, event, t0):
+    def recovered(self, c, ce, event, t0, iface=IFACE):
         """After an event at t0 that takes IPv4 down: waits until wanmap is up again on the
         mapping the BR expects, records the outage, waits for the handler to settle and adds
         the problems of `singletons` to check c. Returns the outage."""
-        self.wait_up(ce, self.maps[ce].ipv4)
+        self.wait_up(ce, self.maps[ce].ipv4, iface=iface)
         o = self.measure(ce, event, t0)
         self.wait_quiet(ce)
-        c.problems += self.settled(ce)
+        c.problems += self.settled(ce, iface=iface)
         return o
 
     def has_error(self, ce, iface, code):
@@ -367,12 +393,12 @@ class Bed:
         st = self.routers[ce].status(iface)
         return st if any(e.get("code") == code for e in st.get("errors", [])) else None
 
-    def wait_up(self, ce, want_v4, timeout=UP_TIMEOUT):
-        """Polls until wanmap is up with exactly want_v4 (the kernel first, then netifd's
+    def wait_up(self, ce, want_v4, timeout=UP_TIMEOUT, iface=IFACE):
+        """Polls until the interface is up with exactly want_v4 (the kernel first, then netifd's
         status); the seconds it took."""
         t0 = time.time()
-        owrt.wait_for(lambda: self.kernel_v4(ce, want_v4) and self.ipv4_of(ce) == [str(want_v4)], timeout,
-                      f"{ce}: {IFACE} up with {want_v4}", interval=0.2)
+        owrt.wait_for(lambda: self.kernel_v4(ce, want_v4, iface) and self.ipv4_of(ce, iface) == [str(want_v4)],
+                      timeout, f"{ce}: {iface} up with {want_v4}", interval=0.2)
         return time.time() - t0
 
     def wait_gone(self, ce, timeout=40):
@@ -741,32 +767,80 @@ class Bed:
             c.detail = f"{old_ce} -> {m.ce}; IPv4 out {o['out_s']} s, back {o['back_s']} s after the reload"
         self.flows_in_set(ce, "pfx2", 7003)
 
+    def log_times(self, ce, key, since, pattern):
+        """Times (time.time()) of the lines of a router's daemon log (`key`: netifd, events, ...)
+        that match pattern and were written at or after since."""
+        path = self.routers[ce].logs.get(key)
+        out = []
+        try:
+            with open(path) as f:
+                for line in f:
+                    m = re.match(r"\[\s*([\d.]+)\] (.*)", line)
+                    if m and checks.T0 + float(m.group(1)) >= since and re.search(pattern, m.group(2)):
+                        out.append(checks.T0 + float(m.group(1)))
+        except (OSError, TypeError):
+            pass
+        return out
+
+    def timeline(self, ce, iface, t_reply, new_prefix):
+        """What happened after the server's Reply with a new prefix, from netifd's notifications
+        (the `events` log of `ubus subscribe network.interface`, if one ran), its log and the
+        handler's lines in it: 'what +seconds, ...'."""
+        pfx = str(ipaddress.IPv6Network(new_prefix).network_address)
+        marks = [
+            ("wan6 update notified", self.log_times(ce, "events", t_reply, re.escape(f'"{pfx}"'))),
+            ("watch: new mapping", self.log_times(ce, "netifd", t_reply, rf"{iface} \(\d+\): .*now maps to")),
+            ("task ended", self.log_times(ce, "netifd", t_reply, f"'{iface}' has lost the connection")),
+            ("torn down", self.log_times(ce, "netifd", t_reply, f"'{iface}' is now down")),
+            ("setup", self.log_times(ce, "netifd", t_reply, f"'{iface}' is setting up now")),
+            ("up", self.log_times(ce, "netifd", t_reply, f"'{iface}' is now up")),
+        ]
+        return ", ".join(f"{name} +{ts[0] - t_reply:.2f}" for name, ts in marks if ts)
+
     def pd_update(self):
+        """In-place PD update: odhcp6c renews, the server delegates another /56 and returns the old
+        one with lifetimes 0, wan6 stays up. Measured from the server's Reply (the update) to the
+        first probe that the server saw from the new IPv4, with what happened in between (from
+        netifd's notifications, its log and the handler's lines there). Probes every 0.1 s here."""
         ce, r = "ce1", self.routers["ce1"]
         new = CES[ce]["new_prefix"]
         old_ce = str(self.maps[ce].ce)
         with self.R.check(f"in-place PD update on {ce}: the DHCPv6 server delegates {new} at the next Renew "
-                          f"(`ubus call network.interface.wan6 renew`), wan6 stays up, {IFACE} follows") as c:
+                          f"(`ubus call network.interface.wan6 renew`), wan6 stays up, {IFACE} follows; IPv4 back on "
+                          f"the new mapping <= {PD_BACK_MAX} s after the update (target {PD_TARGET} s)") as c:
             up0 = r.status("wan6").get("uptime", 0)
-            self.probe(ce)
+            p = self.probe(ce)
+            p.interval = 0.1
+            # netifd's notifications, time-stamped as they arrive (what the watch task is told)
+            r.spawn("events", "ubus", "subscribe", "network.interface")
+            time.sleep(1)
             self.dhcp.set_pd(new)
             m = self.br.set_ce(ce, new)
             self.maps[ce] = m
             t0 = time.time()
             r.ubus("network.interface.wan6", "renew")
-            owrt.wait_for(lambda: any(str(ipaddress.IPv6Network(new)) == f"{p['address']}/{p['mask']}"
-                                      for p in r.status("wan6").get("ipv6-prefix", [])), 30,
+            owrt.wait_for(lambda: any(str(ipaddress.IPv6Network(new)) == f"{x['address']}/{x['mask']}"
+                                      for x in r.status("wan6").get("ipv6-prefix", [])), 30,
                           f"wan6 to show {new}")
-            t_pd = time.time() - t0
             o = self.recovered(c, ce, "in-place PD update", t0)
+            first = owrt.wait_for(lambda: p.first_via(t0, m.ipv4), 10, f"a probe answered from {m.ipv4}")
+            p.interval = 0.2
+            r.stop("events")
             st = r.status("wan6")
-            c.expect(st.get("up") and st.get("uptime", 0) >= up0 + t_pd, f"wan6 went down (uptime {up0} -> "
-                                                                         f"{st.get('uptime')})")
+            c.expect(st.get("up") and st.get("uptime", 0) >= up0 + (time.time() - t0) - 2,
+                     f"wan6 went down (uptime {up0} -> {st.get('uptime')})")
             c.expect(old_ce not in self.ce_addrs(ce), f"old CE address {old_ce} still on wan")
             renews = [x for x in self.dhcp.log if x[0] >= t0]
-            c.detail = (f"{old_ce} -> {m.ce}; wan6 showed the new prefix {t_pd:.1f} s after the renew; IPv4 out "
-                        f"{o['out_s']} s, back {o['back_s']} s after the renew; server saw "
-                        f"{[x[1] for x in renews]}")
+            t_reply = renews[0][0] if renews else t0
+            line = self.timeline(ce, IFACE, t_reply, new)
+            back = first[0] - t_reply
+            say(f"PD update timeline (s after the server's Reply, {t_reply - t0:.2f} s after the renew call): "
+                f"{line}, first probe from {m.ipv4} sent +{back:.2f} (answered +{first[1] - t_reply:.2f})")
+            self.pd_times.append(round(back, 2))
+            c.expect(back <= PD_BACK_MAX, f"IPv4 back on {m.ipv4} only {back:.2f} s after the update ({line})")
+            c.detail = (f"{old_ce} -> {m.ce}; first probe from {m.ipv4} sent {back:.2f} s after the Reply (2 s target "
+                        f"{'met' if back <= PD_TARGET else 'missed'}); {line}; "
+                        f"IPv4 out {o['out_s']} s; server saw {[x[1] for x in renews]}")
         self.flows_in_set(ce, "pfx1", 7003)
 
     def route_to_br_only(self):
@@ -873,6 +947,131 @@ class Bed:
             self.wait_quiet(ce)
             c.problems += self.settled(ce)
             c.detail = f"IPv4 back {o['back_s']} s after wan6 came back"
+
+    def watch_pids(self, ce, iface=IFACE):
+        return sorted(pid for pid, _ in self.routers[ce].handler_procs("watch", iface))
+
+    def reload_many(self):
+        """`ubus call network reload` RELOADS times in a row on both CEs at once, the configuration
+        unchanged: nothing of ours may restart (the watch task stays the same process)."""
+        with self.R.check(f"`ubus call network reload` x{RELOADS} on both CEs (config unchanged): IPv4 stays up, one "
+                          "table, CE address and watch task each, the same watch task throughout") as c:
+            before = {ce: self.watch_pids(ce) for ce in CES}
+            for ce in CES:
+                self.probe(ce)
+            t0 = time.time()
+            took = {}
+
+            def reloads(ce):
+                t = time.time()
+                for _ in range(RELOADS):
+                    self.routers[ce].ubus("network", "reload")
+                took[ce] = time.time() - t
+            threads = [threading.Thread(target=reloads, args=(ce,)) for ce in CES]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            time.sleep(RELOAD_WATCH)
+            res = {}
+            for ce in CES:
+                self.wait_up(ce, self.maps[ce].ipv4)
+                self.wait_quiet(ce)
+                res[ce] = self.measure(ce, f"network reload x{RELOADS}", t0)
+                c.problems += [f"{ce}: {p}" for p in self.settled(ce)]
+                c.expect(res[ce]["lost"] == 0, f"{ce}: {res[ce]['lost']} probes lost")
+                c.expect(self.watch_pids(ce) == before[ce], f"{ce}: watch task {before[ce]} -> {self.watch_pids(ce)} "
+                                                           "(the interface was set up again)")
+            c.detail = ", ".join(f"{ce}: {RELOADS} reloads in {took.get(ce, 0):.1f} s, IPv4 out {o['out_s']} s"
+                                 for ce, o in res.items())
+
+    def ubus_stall(self):
+        """ubusd stopped for STALL s on both CEs at once (SIGSTOP, SIGCONT): every ubus call of the
+        handler times out meanwhile (status: unknown, never a change)."""
+        with self.R.check(f"ubusd stopped for {STALL} s (SIGSTOP, then SIGCONT) on both CEs: IPv4 stays up, one table, "
+                          "CE address and watch task each; netifd and the watch task are the same processes") as c:
+            before = {ce: (self.watch_pids(ce), self.routers[ce].procs["netifd"].pid) for ce in CES}
+            ubusd = {ce: self.routers[ce].procs["ubusd"].pid for ce in CES}
+            for ce in CES:
+                self.probe(ce)
+            t0 = time.time()
+            down = {ce: 0 for ce in CES}
+            for ce in CES:
+                os.kill(ubusd[ce], signal.SIGSTOP)
+            try:
+                # no ubus call from here until SIGCONT: the kernel's view only
+                while time.time() < t0 + STALL:
+                    for ce in CES:
+                        if not self.kernel_v4(ce, self.maps[ce].ipv4):
+                            down[ce] += 1
+                    time.sleep(1)
+            finally:
+                for ce in CES:
+                    os.kill(ubusd[ce], signal.SIGCONT)
+            t_cont = time.time()
+            time.sleep(5)       # what queued up meanwhile is delivered
+            res = {}
+            for ce in CES:
+                self.wait_up(ce, self.maps[ce].ipv4)
+                res[ce] = self.measure(ce, f"ubusd stopped {STALL} s", t0)
+                c.problems += [f"{ce}: {p}" for p in self.settled(ce)]
+                c.expect(not down[ce], f"{ce}: IPv4 not in the kernel at {down[ce]} of the 1 s looks during the stall")
+                c.expect(res[ce]["lost"] == 0, f"{ce}: {res[ce]['lost']} probes lost")
+                now = (self.watch_pids(ce), self.routers[ce].procs["netifd"].pid)
+                c.expect(now == before[ce], f"{ce}: (watch tasks, netifd) {before[ce]} -> {now}")
+            c.detail = (f"stopped {t_cont - t0:.1f} s; " +
+                        ", ".join(f"{ce}: IPv4 out {o['out_s']} s ({o['probes']} probes)" for ce, o in res.items()))
+
+    def steady(self, ce):
+        """STEADY s of steady traffic: netifd's data of the interface must not change (the handler
+        publishes nothing through netifd; a data change makes netifd send interface.update, and
+        firewall4's hotplug reload the firewall)."""
+        r = self.routers[ce]
+        with self.R.check(f"{ce}: {STEADY} s of steady traffic (a new UDP flow every 0.2 s, a TCP connection every "
+                          f"0.5 s): netifd's data of {IFACE} never changes and netifd sends no interface.update for "
+                          f"{IFACE}; IPv4 stays up, the same watch task") as c:
+            watch0 = self.watch_pids(ce)
+            data0 = r.status(IFACE).get("data")
+            c.expect(data0 and "mape" in data0, f"data {data0}")
+            key = f"events-{ce}"
+            r.spawn(key, "ubus", "subscribe", "network.interface")
+            time.sleep(1)
+            p = self.probe(ce)
+            t0 = time.time()
+            stop = threading.Event()
+            tcp = {"ok": 0, "fail": 0}
+
+            def connections():
+                n = 0
+                while not stop.is_set():
+                    try:
+                        with socket.create_connection((SERVER, 7006), timeout=5) as sk:
+                            sk.sendall(f"steady-{ce}-{n}\n".encode())
+                            tcp["ok" if sk.recv(256).startswith(f"steady-{ce}-{n}".encode()) else "fail"] += 1
+                    except OSError:
+                        tcp["fail"] += 1
+                    n += 1
+                    stop.wait(0.5)
+            th = netns.start_thread(CES[ce]["lan"], connections)
+            changed = []
+            while time.time() < t0 + STEADY:
+                time.sleep(min(10, max(0.0, t0 + STEADY - time.time())))
+                d = r.status(IFACE).get("data")
+                if d != data0:
+                    changed.append((round(time.time() - t0), d))
+            stop.set()
+            th.join(10)
+            r.stop(key)
+            updates = self.log_times(ce, key, t0, rf'"interface": ?"{IFACE}"')
+            o = p.outage(t0, time.time() - p.wait)
+            c.expect(not changed, f"data changed: {changed[:2]}")
+            c.expect(not updates, f"{len(updates)} interface.update notifications for {IFACE}, the first "
+                                  f"{updates[0] - t0:.0f} s in" if updates else "")
+            c.expect(o["lost"] == 0, f"{o['lost']} of {o['probes']} probes lost")
+            c.expect(tcp["fail"] == 0 and tcp["ok"] > 0, f"TCP connections: {tcp}")
+            c.expect(self.watch_pids(ce) == watch0, f"watch task {watch0} -> {self.watch_pids(ce)}")
+            c.detail = (f"{int(STEADY / 10)} looks at the data, {o['probes']} UDP flows, {tcp['ok']} TCP connections, "
+                        "0 interface.update")
 
     def leftovers(self, ce, since):
         r = self.routers[ce]
@@ -1018,22 +1217,200 @@ class Bed:
             with self.R.check(f"{ce}: rpcd answers on the CE's ubus (session, uci objects)") as c:
                 objs = r.run("ubus", "list").stdout.split()
                 c.expect("session" in objs and "uci" in objs, f"ubus objects {objs}")
-        # Hook for issue 12: the rpcd plugin (files/usr/libexec/rpcd/mape) once the package has it.
-        if os.path.exists(self.routers["ce1"].path("/usr/libexec/rpcd/mape")):
-            self.rpcd_plugin()
-        else:
-            say("rpcd plugin: the package installs no /usr/libexec/rpcd/mape yet; Bed.rpcd_plugin is not run")
+        self.parallel(*[lambda ce=ce: self.rpcd_plugin(ce) for ce in CES])
 
-    def rpcd_plugin(self):
-        """`ubus call mape status` through the real rpcd (the plugin is loaded at rpcd's start)."""
-        ce, r = "ce1", self.routers["ce1"]
-        with self.R.check(f"{ce}: rpcd plugin /usr/libexec/rpcd/mape answers `ubus call mape status` with "
-                          f"{IFACE}'s mapping") as c:
-            r.stop("rpcd")
-            r.start_rpcd()
+    def rpcd_plugin(self, ce):
+        """`ubus call mape status` through the real rpcd: the package's exec plugin, loaded by the
+        rpcd that ran before the install (the post-install makes it reload), and luci-proto-mape's
+        ACL as rpcd applies it to a login session that has only that group."""
+        r = self.routers[ce]
+        m = self.maps[ce]
+        acl = "/usr/share/rpcd/acl.d/luci-proto-mape.json"
+        with self.R.check(f"{ce}: rpcd (started before the install, reloaded by the post-install) answers `ubus call "
+                          f"mape status` through the package's plugin with {IFACE}'s mapping; a login session with "
+                          f"only luci-proto-mape's ACL may call mape status, config and isps, and nothing else") as c:
+            c.expect(os.path.exists(r.path("/usr/libexec/rpcd/mape")), "no /usr/libexec/rpcd/mape")
+            c.expect(os.path.exists(r.path(acl)), f"no {acl} (luci-proto-mape)")
             st = r.ubus("mape", "status", {}, check=False)
-            c.expect(st is not None, "no answer from `ubus call mape status`")
-            c.expect(str(self.maps[ce].ipv4) in json.dumps(st or {}), f"no {self.maps[ce].ipv4} in {st}")
+            c.expect(st is not None, "no answer from `ubus call mape status` (rpcd has no mape object: the "
+                                     "post-install's SIGHUP did not make it load the plugin)")
+            text = json.dumps(st or {})
+            c.expect(str(m.ipv4) in text and IFACE in text, f"no {IFACE} / {m.ipv4} in {text[:300]}")
+            # a user of rpcd's own login config (an MD5-crypt password, as rpcd checks it with
+            # crypt(3)) with only the LuCI ACL group of the package
+            if r.read("/etc/config/rpcd") is None:
+                r.write("/etc/config/rpcd", "")
+            r.uci_batch(["set rpcd.bedluci=login", "set rpcd.bedluci.username='bedluci'",
+                         f"set rpcd.bedluci.password='{crypt.crypt('bedpass', '$1$bedsalt$')}'",
+                         "add_list rpcd.bedluci.read='luci-proto-mape'"], commit=("rpcd",))
+            login = r.ubus("session", "login", {"username": "bedluci", "password": "bedpass"}, check=False) or {}
+            sid = login.get("ubus_rpc_session")
+            c.expect(sid, f"session login failed: {login}")
+            if sid:
+                def access(obj, fn):
+                    a = r.ubus("session", "access", {"ubus_rpc_session": sid, "scope": "ubus", "object": obj,
+                                                     "function": fn}, check=False) or {}
+                    return a.get("access")
+                for fn in ("status", "config", "isps"):
+                    c.expect(access("mape", fn) is True, f"the ACL does not grant mape {fn}")
+                for obj, fn in (("network", "restart"), ("network.interface", "notify_proto"), ("uci", "set")):
+                    c.expect(access(obj, fn) is False, f"the ACL grants {obj} {fn}")
+            c.detail = f"status names {m.ipv4}; ACL from {acl}"
+
+    # ------------------------------------------------------------ DHCPv6 option 94 (issue 17)
+    def opt94_body(self):
+        return dhcpv6d.s46_cont_mape([dhcpv6d.s46_rule(RULE["ipv6prefix"], RULE["prefix6len"], RULE["ipv4prefix"],
+                                                       RULE["prefix4len"], RULE["ealen"]),
+                                      dhcpv6d.s46_rule(V6PLUS_RULE["ipv6prefix"], V6PLUS_RULE["prefix6len"],
+                                                       V6PLUS_RULE["ipv4prefix"], V6PLUS_RULE["prefix4len"],
+                                                       V6PLUS_RULE["ealen"],
+                                                       portparams=(V6PLUS_RULE["offset"], 0, 0))], BR)
+
+    def dyn_gone(self, ce):
+        """Problems unless nothing of the map interface is left: no table, CE address, tunnel,
+        handler process, and netifd has no such interface."""
+        r = self.routers[ce]
+        probs = []
+        if f"mape_{DYN}" in self.mape_tables(ce):
+            probs.append(f"table mape_{DYN}")
+        if self.ce_addrs(ce):
+            probs.append(f"CE addresses {self.ce_addrs(ce)}")
+        if f"map-{DYN}" in self.tunnels(ce):
+            probs.append(f"tunnel map-{DYN}")
+        if r.handler_procs(iface=DYN):
+            probs.append(f"handler processes {[' '.join(a[2:5]) for _, a in r.handler_procs(iface=DYN)]}")
+        names = [i.get("interface") for i in (r.ubus_ok("network.interface", "dump") or {}).get("interface", [])]
+        if DYN in names:
+            probs.append(f"netifd still has {DYN}")
+        return probs
+
+    def renew_and_wait(self, ce, want_v4, t0, iface):
+        """After a renew at t0: IPv4 on the new mapping; the seconds from the server's Reply to the
+        first probe the server saw from want_v4, and that Reply's time."""
+        p = self.probe(ce)
+        self.wait_up(ce, want_v4, iface=iface)
+        first = owrt.wait_for(lambda: p.first_via(t0, want_v4), 15, f"a probe answered from {want_v4}")
+        replies = [x[0] for x in self.dhcp.log if x[0] >= t0]
+        t_reply = replies[-1] if replies else t0
+        return first[0] - t_reply, t_reply
+
+    def opt94(self):
+        """DHCPv6 option 94 with only our packages (mape-rs + mape-rs-map, installed by opkg at the
+        start: netifd lists `map`, so dhcpv6.sh has odhcp6c ask for 94/95/96): dhcpv6.script makes
+        the dynamic `proto map` interface wan6_4, which mape-rs-map's map.sh runs with mape. ce1,
+        after its own phases (wanmap deleted: the same prefix under the same rule would give the
+        same CE address)."""
+        ce, r = "ce1", self.routers["ce1"]
+        p = self.probe(ce)
+        body = self.opt94_body()
+        r.uci_batch([f"delete network.{IFACE}"])
+        r.ubus("network", "reload")
+        owrt.wait_for(lambda: not r.handler_procs(iface=IFACE) and not self.tunnels(ce), 30, f"{IFACE} gone")
+        pd = self.dhcp.pd
+        m = self.br.set_ce(ce, pd)
+        self.maps[ce] = m
+        with self.R.check(f"{ce}: DHCPv6 option 94 (S46 MAP-E container: RFC 7597 Example 1, a v6plus-shaped rule "
+                          f"with PORTPARAMS, the BR) at a Renew -> dhcpv6.script adds the dynamic proto map interface "
+                          f"{DYN}, mape-rs-map runs it: IPv4 {m.ipv4} PSID {m.psid:#x} on {pd}, one table, CE address, "
+                          "watch task and tunnel") as c:
+            # the bytes, read back by mape itself (its parser is src/provision/dhcpv6.rs; the BR's
+            # expectation is refmap's own arithmetic)
+            calc = json.loads(r.run("mape", "calc", "--isp", "none", "--json", "--dhcpv6-hex",
+                                    dhcpv6d.opt(dhcpv6d.OPT_S46_CONT_MAPE, body).hex(), pd).stdout)
+            c.expect(calc.get("ipv4") == str(m.ipv4) and calc.get("psid") == m.psid,
+                     f"mape calc reads the option as {calc.get('ipv4')} PSID {calc.get('psid')}")
+            asked = []
+
+            def extra(mtype, req):
+                asked.append(dhcpv6d.requested(req, dhcpv6d.OPT_S46_CONT_MAPE))
+                return [(dhcpv6d.OPT_S46_CONT_MAPE, body)] if asked[-1] else []
+            self.dhcp.extra_options = extra
+            t0 = time.time()
+            r.ubus("network.interface.wan6", "renew")
+            back, _ = self.renew_and_wait(ce, m.ipv4, t0, DYN)
+            self.wait_quiet(ce)
+            c.expect(asked and all(asked), f"odhcp6c's ORO lacks 94 ({asked})")
+            st = r.status(DYN)
+            c.expect(st.get("proto") == "map" and st.get("dynamic"), f"{DYN}: proto {st.get('proto')}, dynamic "
+                                                                     f"{st.get('dynamic')}")
+            c.problems += self.settled(ce, iface=DYN)
+            c.detail = f"IPv4 back {back:.2f} s after the Reply; proto {st.get('proto')}, dynamic {st.get('dynamic')}"
+        self.flows_in_set(ce, "opt94", 7004, name=f"{ce}: option 94 -> {DYN}: TCP, UDP and ping from lan1 flow as "
+                                                  f"{m.ipv4} within PSID {m.psid:#x}'s set")
+
+        # renumbering into the v6plus-shaped rule: the old prefix returned with lifetime 0
+        old_ce = str(m.ce)
+        self.dhcp.set_pd(OPT94_PREFIX)
+        m = self.br.set_ce(ce, OPT94_PREFIX, V6PLUS_RULE)
+        self.maps[ce] = m
+        with self.R.check(f"{ce}: renewal to {OPT94_PREFIX} (the old prefix at lifetime 0, option 94 again) -> "
+                          f"{DYN} on the v6plus-shaped rule ({m.ipv4} PSID {m.psid:#x}, offset 4) <= {PD_BACK_MAX} s "
+                          f"after the Reply (target {PD_TARGET} s), and no flap back in the {FLAP_WATCH} s after") as c:
+            p.interval = 0.1
+            r.spawn("events", "ubus", "subscribe", "network.interface")
+            time.sleep(1)
+            t0 = time.time()
+            r.ubus("network.interface.wan6", "renew")
+            back, t_reply = self.renew_and_wait(ce, m.ipv4, t0, DYN)
+            p.interval = 0.2
+            r.stop("events")
+            line = self.timeline(ce, DYN, t_reply, OPT94_PREFIX)
+            t_up = time.time()
+            time.sleep(FLAP_WATCH)
+            downs = self.log_times(ce, "netifd", t_up, f"'{DYN}' (is now down|has lost the connection)")
+            o = p.outage(t_up, time.time() - p.wait)
+            c.expect(not downs, f"{DYN} went down {len(downs)} time(s) after it came up on the new mapping")
+            c.expect(o["lost"] == 0, f"{o['lost']} probes lost after it came up")
+            c.expect(self.kernel_v4(ce, m.ipv4, DYN), f"{m.ipv4} not on map-{DYN} any more")
+            c.expect(old_ce not in self.ce_addrs(ce), f"old CE address {old_ce} still on wan")
+            c.problems += self.settled(ce, iface=DYN)
+            self.pd_times.append(round(back, 2))
+            say(f"option 94 renumbering timeline (s after the server's Reply): {line}, first probe from {m.ipv4} "
+                f"sent +{back:.2f}")
+            c.expect(back <= PD_BACK_MAX, f"IPv4 back on {m.ipv4} only {back:.2f} s after the renewal ({line})")
+            c.detail = (f"IPv4 on {m.ipv4} {back:.2f} s after the Reply (2 s target "
+                        f"{'met' if back <= PD_TARGET else 'missed'}; {line}); {FLAP_WATCH} s without a flap")
+        self.flows_in_set(ce, "opt94b", 7005, name=f"{ce}: {DYN} on the v6plus-shaped rule: traffic as {m.ipv4} within "
+                                                   f"PSID {m.psid:#x}'s set (offset 4)")
+
+        with self.R.check(f"{ce}: wan6 down -> {DYN} goes away with nothing left; wan6 up -> {DYN} back (option 94 "
+                          "from the new binding)") as c:
+            r.ubus("network.interface.wan6", "down")
+            probs = []
+            try:
+                owrt.wait_for(lambda: not self.dyn_gone(ce), 40, f"{DYN} to go")
+            except owrt.OwrtError:
+                probs = self.dyn_gone(ce)
+            c.expect(not probs, f"while wan6 is down: {probs}")
+            t0 = time.time()
+            r.ubus("network.interface.wan6", "up")
+            self.wait_up(ce, m.ipv4, iface=DYN)
+            o = self.measure(ce, "wan6 down/up (option 94)", t0)
+            self.wait_quiet(ce)
+            c.problems += self.settled(ce, iface=DYN)
+            c.detail = f"IPv4 back {o['back_s']} s after wan6 up"
+
+        with self.R.check(f"{ce}: the server stops sending option 94: at the next Renew {DYN} stays (dhcpv6.script only "
+                          f"adds map interfaces); at the next binding (wan6 down, up) it goes away cleanly and is not "
+                          "made again: no table, CE address, tunnel or handler process") as c:
+            self.dhcp.extra_options = lambda mtype, req: []
+            t0 = time.time()
+            r.ubus("network.interface.wan6", "renew")
+            owrt.wait_for(lambda: [x for x in self.dhcp.log if x[0] >= t0], 20, "the Renew")
+            time.sleep(3)
+            c.expect(self.kernel_v4(ce, m.ipv4, DYN), f"{DYN} went down at a Renew without option 94")
+            r.ubus("network.interface.wan6", "down")
+            try:
+                owrt.wait_for(lambda: not self.dyn_gone(ce), 40, f"{DYN} to go")
+            except owrt.OwrtError:
+                c.problems += [f"wan6 down: {x}" for x in self.dyn_gone(ce)]
+            t1 = time.time()
+            r.ubus("network.interface.wan6", "up")
+            owrt.wait_for(lambda: r.status("wan6").get("up") and "Request" in [x[1] for x in self.dhcp.log
+                                                                              if x[0] >= t1], 60, "wan6 bound again")
+            time.sleep(5)
+            c.problems += [f"after the new binding: {x}" for x in self.dyn_gone(ce)]
+            c.detail = f"server saw {[x[1] for x in self.dhcp.log if x[0] >= t0]}"
 
     def final_teardown(self, ce):
         r = self.routers[ce]
@@ -1068,7 +1445,7 @@ class Bed:
         if want("traffic"):
             self.parallel(self.traffic)
         for name, fn in (("downup", self.down_up), ("prefix", self.prefix_change_static), ("reload", self.reload),
-                         ("pd", self.pd_update)):
+                         ("pd", self.pd_update), ("reload20", self.reload_many), ("stall", self.ubus_stall)):
             if want(name):
                 self.parallel(fn)
         t_restart = t_term = None
@@ -1086,8 +1463,12 @@ class Bed:
                         if t is not None])
         if want("rpcd"):
             self.rpcd()
-        self.parallel(*[lambda ce=ce: self.final_teardown(ce) for ce in CES])
+        # ce1: the option-94 phases after its wanmap is gone; ce2: steady traffic meanwhile
+        self.parallel(lambda: (self.final_teardown("ce1"), want("opt94") and self.opt94()),
+                      lambda: (want("steady") and self.steady("ce2"), self.final_teardown("ce2")))
         say("IPv4 outages: " + "; ".join(f"{ce} {ev}: out {o} s, back {b} s" for ce, ev, o, b, _ in self.outages))
+        if self.pd_times:
+            say(f"in-place renumberings, s from the Reply to IPv4 on the new mapping: {self.pd_times}")
         say(f"bed finished in {time.time() - t0:.0f} s")
 
     def want(self, phase):

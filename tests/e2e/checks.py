@@ -197,7 +197,7 @@ class Server:
 
     def start(self):
         self.srv.run_forever_in_thread(lambda fn: netns.start_thread("srv", fn),
-                                       tcp=[7001, 7002, 7003, 7004, 7005], udp=[7001, 7002, 7003, 7004, 7005],
+                                       tcp=[7001, 7002, 7003, 7004, 7005, 7006], udp=[7001, 7002, 7003, 7004, 7005],
                                        bulk=[7010], probe=[PROBE_PORT])
 
     def flows(self):

@@ -156,13 +156,14 @@ class _UdpEcho(asyncio.DatagramProtocol):
 
 
 class _ProbeEcho(asyncio.DatagramProtocol):
-    """Answers every datagram with itself, recording nothing (the outage probes)."""
+    """Answers every datagram with itself and the source address it came from, recording
+    nothing (the outage probes: the address tells which mapping carried the probe)."""
 
     def connection_made(self, transport):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        self.transport.sendto(data, addr)
+        self.transport.sendto(data + f" {addr[0]}".encode(), addr)
 
 
 # ---------------------------------------------------------------- outage probes
@@ -174,11 +175,13 @@ class Prober:
       p = Prober(server, port); p.start(starter)   # starter runs p's loop on a namespace thread
       t0 = time.time(); ...event...; p.wait_back(t0, timeout)
       p.outage(t0, t1) -> {"lost", "out_s", "back_s"}; p.stop()
+      p.first_via(t, ipv4) -> (send time, answer time) of the first probe sent at or after t
+                              that the server saw from ipv4 (None: none yet)
     """
 
     def __init__(self, server, port, interval=0.2, wait=1.5):
         self.server, self.port, self.interval, self.wait = server, port, interval, wait
-        self.sent = []          # [(seq, t_sent, t_answered or None)]
+        self.sent = []          # [[seq, t_sent, t_answered or None, source the server saw]]
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -204,15 +207,16 @@ class Prober:
                 except OSError:
                     s.close()
                 with self.lock:
-                    self.sent.append([seq, now, None])
+                    self.sent.append([seq, now, None, None])
                 seq += 1
                 nxt += self.interval
             for key, _ in sel.select(timeout=max(0.0, min(nxt - time.time(), 0.05))):
                 k, t = key.data
                 try:
-                    key.fileobj.recv(256)
+                    answer = key.fileobj.recv(256).split()
                     with self.lock:
                         self.sent[k][2] = time.time()
+                        self.sent[k][3] = answer[-1].decode(errors="replace") if len(answer) > 2 else None
                 except OSError:
                     pass
                 sel.unregister(key.fileobj)
@@ -227,9 +231,16 @@ class Prober:
     def answered_after(self, t):
         """Time the first probe sent at or after t was answered (None: none yet)."""
         with self.lock:
-            for _, ts, ta in self.sent:
+            for _, ts, ta, _ in self.sent:
                 if ts >= t and ta is not None:
                     return ta
+        return None
+
+    def first_via(self, t, ipv4):
+        with self.lock:
+            for _, ts, ta, via in self.sent:
+                if ts >= t and ta is not None and via == str(ipv4):
+                    return ts, ta
         return None
 
     def wait_back(self, t, timeout):
@@ -237,7 +248,7 @@ class Prober:
         deadline = time.time() + timeout
         while time.time() < deadline:
             with self.lock:
-                ok = [ts for _, ts, ta in self.sent if ts >= t and ta is not None]
+                ok = [ts for _, ts, ta, _ in self.sent if ts >= t and ta is not None]
             if ok:
                 return ok[0]
             time.sleep(0.1)
@@ -248,7 +259,7 @@ class Prober:
         count only once judged). lost: unanswered; out_s: from the first lost probe to the
         first answered one after the last lost probe; back_s: that answer's send time - t0."""
         with self.lock:
-            rows = [(ts, ta) for _, ts, ta in self.sent if t0 <= ts <= t1]
+            rows = [(ts, ta) for _, ts, ta, _ in self.sent if t0 <= ts <= t1]
         lost = [ts for ts, ta in rows if ta is None]
         res = {"probes": len(rows), "lost": len(lost), "out_s": 0.0, "back_s": 0.0}
         if not lost:

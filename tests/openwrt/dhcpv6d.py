@@ -14,7 +14,8 @@ Messages: Solicit -> Advertise (Preference 255, so the client need not wait for 
 Solicit with Rapid Commit gets a Reply), Request/Renew/Rebind -> Reply with the IA_PD,
 Release/Decline/Confirm/Information-request -> Reply. IA_NA is answered with NoAddrsAvail.
 `extra_options(msg_type, request_options) -> [(code, bytes)]` appends options to every Advertise
-and Reply: the hook for the S46 MAP-E container (option 94, RFC 7598) of the option-94 bed.
+and Reply: the hook for the S46 MAP-E container (option 94, RFC 7598) of the option-94 bed
+(`s46_cont_mape` builds its body, `requested` tells whether the client's ORO asks for it).
 """
 import fcntl
 import ipaddress
@@ -27,6 +28,7 @@ SOLICIT, ADVERTISE, REQUEST, CONFIRM, RENEW, REBIND, REPLY, RELEASE, DECLINE = 1
 INFORMATION_REQUEST = 11
 OPT_CLIENTID, OPT_SERVERID, OPT_IA_NA, OPT_ORO, OPT_PREFERENCE = 1, 2, 3, 6, 7
 OPT_STATUS, OPT_RAPID_COMMIT, OPT_IA_PD, OPT_IAPREFIX = 13, 14, 25, 26
+OPT_S46_RULE, OPT_S46_BR, OPT_S46_PORTPARAMS, OPT_S46_CONT_MAPE = 89, 90, 93, 94
 ST_SUCCESS, ST_NOADDRS = 0, 2
 NAMES = {1: "Solicit", 3: "Request", 4: "Confirm", 5: "Renew", 6: "Rebind", 8: "Release", 9: "Decline",
          11: "Information-request"}
@@ -55,6 +57,32 @@ def iaprefix(prefix, preferred, valid):
 
 def status(code, text=""):
     return opt(OPT_STATUS, struct.pack("!H", code) + text.encode())
+
+
+def s46_rule(ipv6prefix, prefix6len, ipv4prefix, prefix4len, ealen, fmr=False, portparams=None):
+    """OPTION_S46_RULE (RFC 7598 4.1): flags (F = forwarding mapping rule), EA-bits length,
+    IPv4 prefix length and prefix, IPv6 prefix length and the prefix's significant octets, then
+    an optional OPTION_S46_PORTPARAMS (4.5): offset, PSID length, PSID left-aligned in 16 bits."""
+    body = struct.pack("!BBB", 1 if fmr else 0, ealen, prefix4len) + ipaddress.IPv4Address(ipv4prefix).packed
+    body += bytes([prefix6len]) + ipaddress.IPv6Address(ipv6prefix).packed[:(prefix6len + 7) // 8]
+    if portparams is not None:
+        offset, psid_len, psid = portparams
+        wire = (psid << (16 - psid_len)) & 0xFFFF if psid_len else 0
+        body += opt(OPT_S46_PORTPARAMS, struct.pack("!BBH", offset, psid_len, wire))
+    return opt(OPT_S46_RULE, body)
+
+
+def s46_cont_mape(rules, br):
+    """The body of OPTION_S46_CONT_MAPE (94): the rules (s46_rule) and OPTION_S46_BR."""
+    return b"".join(rules) + opt(OPT_S46_BR, ipaddress.IPv6Address(br).packed)
+
+
+def requested(req, code):
+    """Whether the client's Option Request Option (6) lists code."""
+    for c, b in req:
+        if c == OPT_ORO:
+            return code in struct.unpack(f"!{len(b) // 2}H", b[:len(b) // 2 * 2])
+    return False
 
 
 def hwaddr(sock, dev):

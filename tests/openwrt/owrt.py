@@ -221,13 +221,13 @@ class Router:
         respawn, it is started again RESPAWN_DELAY s after it exits unless stop() ended it
         (what procd does for OpenWrt's services)."""
         logf = open(os.path.join(self.logdir, f"{self.name}-{key}.log"), "a", buffering=1)
-        logf.write(f"[{time.time() - T0:6.1f}] ==== start {' '.join(str(c) for c in cmd)}\n")
+        logf.write(f"[{time.time() - T0:7.2f}] ==== start {' '.join(str(c) for c in cmd)}\n")
         p = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, preexec_fn=self._enter(), env=dict(ENV, **(env or {})))
 
         def copy():   # each line with the bed's clock, as bed.log has it
             for line in iter(p.stdout.readline, b""):
-                logf.write(f"[{time.time() - T0:6.1f}] {line.decode(errors='replace').rstrip()}\n")
+                logf.write(f"[{time.time() - T0:7.2f}] {line.decode(errors='replace').rstrip()}\n")
             logf.close()
         threading.Thread(target=copy, daemon=True).start()
         self.procs[key] = p
