@@ -1313,8 +1313,14 @@ class Bed:
                           f"with PORTPARAMS, the BR) at a Renew -> dhcpv6.script adds the dynamic proto map interface "
                           f"{DYN}, mape-rs-map runs it: IPv4 {m.ipv4} PSID {m.psid:#x} on {pd}, one table, CE address, "
                           "watch task and tunnel") as c:
-            # the bytes, read back by mape itself (its parser is src/provision/dhcpv6.rs; the BR's
+            # The encoder against the test vector of src/provision/dhcpv6.rs (RFC 7597 Example 1,
+            # FMR, PORTPARAMS offset 6), then these bytes read back by mape itself (the BR's
             # expectation is refmap's own arithmetic)
+            vector = ("005e002d00590015011018c00002002820010db800005d000406000000005a0010"
+                      "20010db8ffff00000000000000000001")
+            mine = dhcpv6d.opt(dhcpv6d.OPT_S46_CONT_MAPE, dhcpv6d.s46_cont_mape(
+                [dhcpv6d.s46_rule("2001:db8::", 40, "192.0.2.0", 24, 16, fmr=True, portparams=(6, 0, 0))], BR))
+            c.expect(mine.hex() == vector, f"the bed's S46 encoder gives {mine.hex()}, not the vector {vector}")
             calc = json.loads(r.run("mape", "calc", "--isp", "none", "--json", "--dhcpv6-hex",
                                     dhcpv6d.opt(dhcpv6d.OPT_S46_CONT_MAPE, body).hex(), pd).stdout)
             c.expect(calc.get("ipv4") == str(m.ipv4) and calc.get("psid") == m.psid,
