@@ -47,11 +47,9 @@ fn v6plus_pd56_isp_auto() {
         Some(status(&[("240b:10:3f6c:d400::", 56)], &[])),
     );
     assert_eq!(code, 0, "{:?}", sys.log);
-    // Host dependency: the route to the BR through the tunnel link (as dslite.sh does).
-    let dep = notify(&sys, 6);
-    assert_eq!(dep.len(), 1);
-    assert_eq!(dep[0]["ifname"], "wan6");
-    assert_eq!(dep[0]["host"], "2404:9200:225:100::64");
+    // No host dependency from the setup itself: its proto task registers it (see
+    // host_dependency_from_the_task_after_the_setup_exited).
+    assert!(notify(&sys, 6).is_empty());
     // CE /128 on the link device before the update.
     let add = kernel(&sys, "addr_add");
     assert_eq!(add[0]["dev"], "wan");
@@ -67,15 +65,6 @@ fn v6plus_pd56_isp_auto() {
         .position(|c| c["args"]["action"] == 0)
         .unwrap();
     assert!(pos_add < pos_up);
-    // The host dependency comes after the update: netifd re-evaluates a dependency whose link
-    // went down on our own `up` event, and a teardown started inside the update is lost (the
-    // interface then stays in teardown for good; seen in the real-netifd bed).
-    let pos_dep = sys
-        .calls
-        .iter()
-        .position(|c| c["args"]["action"] == 6)
-        .unwrap();
-    assert!(pos_up < pos_dep, "host dependency before the update");
 
     let up = notify(&sys, 0)[0];
     assert_eq!(up["interface"], "wanmap");
@@ -573,6 +562,9 @@ impl handler::System for Wrapped<'_> {
     fn set_failures(&mut self, i: &str, n: u32) {
         self.sys.set_failures(i, n)
     }
+    fn wait_exited(&mut self, pid: u32, limit: std::time::Duration) -> bool {
+        self.sys.wait_exited(pid, limit)
+    }
     fn log(&mut self, l: &str) {
         self.sys.log(l)
     }
@@ -743,10 +735,16 @@ fn long_interface_names_are_shortened() {
 
 #[test]
 fn without_tunlink_the_interface_with_a_mapping_prefix_is_used() {
-    let (code, sys) = setup(json!({}), Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    let (code, mut sys) = setup(json!({}), Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
     assert_eq!(code, 0, "{:?}", sys.log);
-    assert_eq!(notify(&sys, 6)[0]["ifname"], "wan6");
     assert_eq!(notify(&sys, 0)[0]["tunnel"]["link"], "wan6");
+    // The task's host dependency is on the link found.
+    let owner = {
+        use handler::System as _;
+        sys.load_state("wanmap").unwrap().owner.unwrap()
+    };
+    handler::depend(&mut sys, "wanmap", &owner);
+    assert_eq!(notify(&sys, 6)[0]["ifname"], "wan6");
 }
 
 #[test]
@@ -998,4 +996,77 @@ fn a_dhcpv6_interface_goes_with_its_binding() {
     let (cfg, key) = handler::watch_start(&configured.to_string(), None).unwrap();
     let look = handler::watch::look(&mut sys, "wan6_4", &cfg, Some(&down));
     assert_eq!(Watcher::new(key).feed(&look), Verdict::Keep);
+}
+
+/// The host dependency (the route to the BR through the tunnel link, as dslite.sh does) comes
+/// from the proto task, after the setup that started it has exited: netifd takes the interface
+/// down as soon as the dependency cannot be met, and a teardown it starts while the setup's
+/// process still runs is lost (the interface then stays in teardown for good; seen in the
+/// real-netifd bed with a link flap during a setup). A leftover task of an older setup
+/// registers nothing.
+#[test]
+fn host_dependency_from_the_task_after_the_setup_exited() {
+    use handler::System as _;
+    let st = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    let mut sys = DryRun::new(Some(st));
+    assert_eq!(
+        handler::setup(&mut sys, EXE, "wanmap", r#"{"tunlink":"wan6"}"#),
+        0
+    );
+    let task = notify(&sys, 1)[0]["command"].clone();
+    let argv: Vec<String> = serde_json::from_value(task).unwrap();
+    let owner = argv[argv.iter().position(|a| a == "--owner").unwrap() + 1].clone();
+    // The real owner token names the setup's pid; this one is a real pid too (ours: the task
+    // must not wait for itself) and one of another process that has exited.
+    let child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let mut child = child;
+    child.wait().unwrap();
+    for (token, waits) in [
+        (owner.clone(), None),
+        (
+            format!("{pid}.{}", owner.split('.').nth(1).unwrap()),
+            Some(pid),
+        ),
+    ] {
+        let mut s = sys.load_state("wanmap").unwrap();
+        s.owner = Some(token.clone());
+        sys.save_state(&s).unwrap();
+        sys.calls.clear();
+        handler::depend(&mut sys, "wanmap", &token);
+        let waited: Vec<_> = sys
+            .calls
+            .iter()
+            .filter(|c| c["method"] == "wait_exited")
+            .map(|c| c["args"]["pid"].as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(waited, waits.into_iter().collect::<Vec<_>>(), "{token}");
+        let dep = notify(&sys, 6);
+        assert_eq!(dep.len(), 1, "{token}: {:?}", sys.calls);
+        assert_eq!(dep[0]["ifname"], "wan6");
+        assert_eq!(dep[0]["host"], "2404:9200:225:100::64");
+        let pos_wait = sys.calls.iter().position(|c| c["method"] == "wait_exited");
+        let pos_dep = sys.calls.iter().position(|c| c["args"]["action"] == 6);
+        assert!(
+            pos_wait < pos_dep,
+            "{token}: registered before the setup exited"
+        );
+    }
+    // A task whose setup no longer owns the interface registers nothing.
+    sys.calls.clear();
+    handler::depend(&mut sys, "wanmap", "1.1");
+    assert!(notify(&sys, 6).is_empty());
+    // The real wait: an exited and reaped process is gone at once, a live one is waited for.
+    let mut real = handler::RealSystem::new();
+    let t0 = std::time::Instant::now();
+    assert!(real.wait_exited(pid, std::time::Duration::from_secs(2)));
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    assert!(!real.wait_exited(sleeper.id(), std::time::Duration::from_millis(100)));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(real.wait_exited(sleeper.id(), std::time::Duration::from_secs(2)));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
 }

@@ -15,11 +15,11 @@
 //!    map.sh adds it later through a second dynamic interface and netifd's DAD delay, which is
 //!    why users see "Local address not yet configured" and RX 0 (see the README);
 //! 5. load our nft table (one atomic `nft -f`);
-//! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`), then register the host
-//!    dependency on the route to the BR through the tunnel link (after the update: see
-//!    `try_setup`), so netifd takes us down and back up with the link;
+//! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`);
 //! 7. start the proto task that watches the link ([`watch`]): when the mapping changes it
 //!    exits, netifd tears us down and, because nothing blocked the restart, sets us up again.
+//!    Once the setup has exited, the task registers the host dependency on the route to the BR
+//!    through the tunnel link ([`depend`]), so netifd takes us down and back up with the link.
 
 mod netlink;
 mod system;
@@ -76,6 +76,8 @@ pub trait System {
         let _ = (iface, status);
         Ok(())
     }
+    /// Waits up to `limit` until process `pid` has exited and been reaped; whether it has.
+    fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool;
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
 }
@@ -316,6 +318,7 @@ fn try_setup(
     iface: &str,
     config_json: &str,
 ) -> Result<(CustomerPrefix, String), Failure> {
+    let started = std::time::Instant::now();
     let cfg = HandlerConfig::parse(config_json)
         .map_err(|e| Failure::Config(config_code(&e), e.to_string()))?;
     // The rule source does not depend on the prefix unless ealen must be derived; check the
@@ -432,10 +435,12 @@ fn try_setup(
             format!("adding {ce}/128 to {dev}: {e}"),
         ));
     }
+    let nft_at = std::time::Instant::now();
     if let Err(e) = sys.nft_apply(&script) {
         rollback(sys, iface, &owner, &state);
         return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
     }
+    let update_at = std::time::Instant::now();
     let update = msg::update(&UpdateParams {
         iface,
         ifname: &ifname,
@@ -451,22 +456,15 @@ fn try_setup(
             format!("netifd refused the update: {e}"),
         ));
     }
-    // netifd brings us back with the tunnel link: depend on the route to the BR through it (as
-    // OpenWrt's dslite.sh depends on its AFTR), which exists as soon as the link has its
-    // default route, and on the link itself when the rule has no BR.
-    //
-    // Only after the update: netifd re-evaluates a host dependency whose link went down on
-    // every interface event, our own `up` included, and a teardown started from inside the
-    // update is lost (netifd marks the protocol idle after the event), which left the
-    // interface in teardown for good when the link flapped during a setup (seen with odhcp6c
-    // after a netifd start). Added now, a link that is down takes us down the normal way, and
-    // netifd sets us up again when it comes back. A refusal (NOT_FOUND: the link is down) is
-    // that, not a failure of ours.
-    let host = m.br.map_or("::".to_string(), |b| b.to_string());
-    let _ = notify(sys, msg::host_dependency(iface, &host, &tunlink));
+    // The host dependency comes from the proto task once this process has exited: see
+    // [`depend`].
+    let done = std::time::Instant::now();
     sys.log(&format!(
-        "mape: {iface}: up: {origin}, CE {ce}, BR {}",
-        m.br.map(|b| b.to_string()).unwrap_or_default()
+        "mape: {iface}: up: {origin}, CE {ce}, BR {} (setup {:.2} s: nft {:.2} s, update {:.2} s)",
+        m.br.map(|b| b.to_string()).unwrap_or_default(),
+        done.duration_since(started).as_secs_f64(),
+        update_at.duration_since(nft_at).as_secs_f64(),
+        done.duration_since(update_at).as_secs_f64(),
     ));
     if m.ce_outside_prefix() {
         sys.log(&format!(
@@ -476,6 +474,50 @@ fn try_setup(
         ));
     }
     Ok((m.prefix, owner))
+}
+
+/// How long the proto task waits for the setup that started it to exit before it registers
+/// the host dependency anyway (the setup exits right after starting it).
+pub const SETUP_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Registers the host dependency of a running interface, from its proto task: netifd brings us
+/// back with the tunnel link, so we depend on the route to the BR through it (as OpenWrt's
+/// dslite.sh depends on its AFTR), which exists as soon as the link has its default route, and
+/// on the link itself when the rule has no BR.
+///
+/// Not from the setup: netifd takes the interface down as soon as a dependency cannot be met
+/// (the link went down while the setup ran), and a teardown that netifd starts while the
+/// setup's process is still running is lost (it starts the teardown script in the setup's
+/// process slot and never finishes it): the interface stayed in teardown for good, seen in the
+/// real-netifd bed with a link flap during a setup. So the task first waits until the setup
+/// (the pid in its owner token) has exited; then a link that is down takes us down the normal
+/// way (netifd ends this task) and netifd sets us up again when it comes back. A refusal
+/// (NOT_FOUND: the link is down) is that, not a failure of ours. Nothing is registered for a
+/// task whose setup no longer owns the interface.
+pub fn depend(sys: &mut dyn System, iface: &str, owner: &str) {
+    if let Some(pid) = owner.split('.').next().and_then(|p| p.parse::<u32>().ok()) {
+        if pid != 0 && pid != std::process::id() && !sys.wait_exited(pid, SETUP_EXIT_WAIT) {
+            sys.log(&format!(
+                "mape: {iface}: the setup (pid {pid}) is still running after {} s",
+                SETUP_EXIT_WAIT.as_secs()
+            ));
+        }
+    }
+    let Some(state) = sys.load_state(iface) else {
+        return;
+    };
+    if state.owner.as_deref() != Some(owner) {
+        return;
+    }
+    let Some(link) = state.tunlink.as_deref() else {
+        return;
+    };
+    let host = state
+        .mapping
+        .as_ref()
+        .and_then(|m| m.br)
+        .map_or("::".to_string(), |b| b.to_string());
+    let _ = notify(sys, msg::host_dependency(iface, &host, link));
 }
 
 /// Undoes a failed setup, but only while this setup still owns the interface: a newer setup

@@ -184,6 +184,25 @@ impl System for RealSystem {
         }
     }
 
+    fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {
+        // A zombie still takes signal 0: the process is gone once netifd has reaped it.
+        let Ok(pid) = i32::try_from(pid) else {
+            return true;
+        };
+        let until = std::time::Instant::now() + limit;
+        loop {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH)
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn log(&mut self, line: &str) {
         // netifd logs our stderr with the interface name.
         eprintln!("{line}");
@@ -398,6 +417,13 @@ impl System for DryRun {
         if n != 0 {
             self.failures.push((iface.to_string(), n));
         }
+    }
+
+    fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {
+        self.calls
+            .push(json!({ "object": "process", "method": "wait_exited",
+                                "args": { "pid": pid, "limit_ms": limit.as_millis() as u64 } }));
+        true
     }
 
     fn log(&mut self, line: &str) {

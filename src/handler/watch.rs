@@ -326,6 +326,9 @@ pub fn run(
         std::thread::sleep(d);
         return "retrying the setup".into();
     }
+    if let Some(owner) = p.owner {
+        super::depend(sys, p.iface, owner);
+    }
     let mut usage_at = std::time::Instant::now() + super::usage::USAGE_EVERY;
     let mut owner_at = std::time::Instant::now();
     let mut confirming = false;
