@@ -60,6 +60,13 @@ only ucode && build ucode -DSOVERSION=0 -DNL80211_SUPPORT=OFF -DRTNL_SUPPORT=OFF
 	-DULOOP_SUPPORT=ON -DFS_SUPPORT=ON -DMATH_SUPPORT=ON -DSTRUCT_SUPPORT=ON -DLOG_SUPPORT=ON \
 	-DDEBUG_SUPPORT=OFF -DIO_SUPPORT=ON
 only udebug && build udebug -DRUNSTATEDIR=/var/run
+# jsonpath at this commit reads no JSON from stdin (it parses only with -i or -s), so every
+# `ubus call ... | jsonfilter -e ...` of OpenWrt's scripts gets nothing: a known regression
+# (openwrt/packages#28873, fixed upstream after this commit). firewall4's hotplug script pipes
+# like that, so the bed builds jsonpath to read stdin when it has a filter and neither option.
+if grep -q 'if (!jsobj && i_s_flag)' "$P/src/jsonpath/main.c"; then
+	sed -i 's/if (!jsobj \&\& i_s_flag)/if (!jsobj \&\& (i_s_flag || t_e_flag))/' "$P/src/jsonpath/main.c"
+fi
 only jsonpath && INSOURCE=1 build jsonpath
 # netifd (in-source: its ethtool-modes.h rule runs ./make_ethtool_modes_h.sh): OpenWrt builds it with -DLIBNL_LIBS=-lnl-tiny (package/network/config/netifd/Makefile)
 # Built against a newer glibc/ucode than OpenWrt's: ucode/util.h needs vasprintf (_GNU_SOURCE),
@@ -127,6 +134,10 @@ echo "== po2lmo" >&2
 
 # OpenWrt's names for two of them
 ln -sf jsonpath "$P/bin/jsonfilter"
+if only jsonpath; then
+	v=$(echo '{"a":{"b":"c"}}' | LD_LIBRARY_PATH="$P/lib" "$P/bin/jsonfilter" -e 'V=@.a.b') || true
+	case $v in "export V='c';"*) ;; *) echo "jsonfilter reads no JSON from a pipe (got: $v)" >&2; exit 1 ;; esac
+fi
 ln -sf opkg-cl "$P/bin/opkg"
 for t in netifd ubusd ubus uci jshn jsonfilter opkg ucode rpcd odhcp6c apk po2lmo udebugd; do
 	f=$(ls "$P"/sbin/$t "$P"/bin/$t 2>/dev/null | head -1) || true

@@ -13,6 +13,10 @@ BASE (Base.build, once per VM):
   usr/lib/netifd/{netifd-proto.sh,utils.sh,dhcpv6.script}, usr/lib/netifd/proto/dhcpv6.sh
   usr/lib/functions.sh, usr/lib/config/uci.sh   stand-ins (tests/openwrt/rootfs): base-files
                                is not among the sources
+  etc/init.d/firewall          a stand-in too (procd's rc.common), for firewall4's real
+                               etc/hotplug.d/iface/20-firewall, which the bed runs by hand: there
+                               is no hotplug-call (under TCG a fw4 reload at every interface
+                               event takes 3-7 s and queues up behind the bed's timings)
   usr/share/libubox/jshn.sh, usr/share/firewall4, usr/share/ucode/fw4.uc, etc/nftables.d
   etc/config/, etc/opkg.conf, usr/lib/opkg/status, etc/apk, lib/apk   from pkg-install.sh
                                prepare: our packages' dependencies recorded as installed, for
@@ -123,6 +127,10 @@ class Base:
         _copy(f"{fw}/usr/share/ucode/fw4.uc", f"{u}/share/ucode/fw4.uc", 0o644)
         _copy(f"{fw}/sbin/fw4", f"{u}/sbin/fw4", 0o755)
         shutil.copytree(f"{fw}/etc/nftables.d", f"{e}/nftables.d")
+        # firewall4's own hotplug script (it reloads fw4 when an interface with a zone, by name
+        # or by its data, comes up); the bed runs it where a router's hotplug-call would
+        _copy(f"{fw}/etc/hotplug.d/iface/20-firewall", f"{e}/hotplug.d/iface/20-firewall", 0o644)
+        _copy(f"{HERE}/rootfs/etc/init.d/firewall", f"{e}/init.d/firewall", 0o755)
         os.makedirs(f"{e}/config", exist_ok=True)
         os.makedirs(f"{u}/libexec/rpcd", exist_ok=True)
         os.makedirs(f"{u}/share/rpcd/acl.d", exist_ok=True)
