@@ -79,8 +79,8 @@ RELOAD_WATCH = 4        # s to watch for a restart after a reload that should ch
 PD_TARGET = 2.0
 PD_BACK_MAX = 3.5
 # The option-94 renewal: dhcpv6.script also adds wan6_4 again with a new _prefsig, and netifd
-# restarts it for the changed config; when that lands during the watch task's own restart, the
-# interface (ifname @wan6, an alias) waits for wan6's next event before its setup (4.1 s seen)
+# restarts it for the changed config; after that restart the interface (ifname @wan6, an alias)
+# waits for wan6's next event before its setup (4.1-5.3 s seen; docs/testing-openwrt.md)
 OPT94_BACK_MAX = 10.0
 # optional phases to run (all when empty): traffic, downup, prefix, reload, pd, reload20, stall,
 # restarts, sigterm, negative, fw4, bad, brroute, flap, rpcd, opt94, steady
