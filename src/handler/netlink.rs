@@ -74,44 +74,34 @@ pub fn address(dev: &str, addr: Ipv6Addr, add: bool) -> Result<(), NetlinkError>
         Err(_) => return Err(NetlinkError::NoDevice(dev.to_string())),
     };
     let msg = encode(Order::NATIVE, index, addr, add);
+    verdict(request(SockProtocol::NetlinkRoute, &msg)?, add)
+}
+
+/// Sends one request on a fresh netlink socket of `protocol`; the errno of the kernel's ACK.
+fn request(protocol: SockProtocol, msg: &[u8]) -> Result<Option<i32>, NetlinkError> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
+        protocol,
     )?;
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
     sendto(
         fd.as_raw_fd(),
-        &msg,
+        msg,
         &NetlinkAddr::new(0, 0),
         MsgFlags::empty(),
     )?;
     let mut buf = [0u8; 4096];
     let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-    verdict(ack_errno(Order::NATIVE, &buf[..n]), add)
+    Ok(ack_errno(Order::NATIVE, &buf[..n]))
 }
 
 /// Deletes the nftables table `ip <name>` as `nft delete table ip <name>` does; a table that is
 /// not there is success.
 pub fn delete_table(name: &str) -> Result<(), NetlinkError> {
     let msg = encode_delete_table(Order::NATIVE, name);
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )?;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-    sendto(
-        fd.as_raw_fd(),
-        &msg,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )?;
-    let mut buf = [0u8; 4096];
-    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-    verdict(ack_errno(Order::NATIVE, &buf[..n]), false)
+    verdict(request(SockProtocol::NetlinkNetFilter, &msg)?, false)
 }
 
 /// The outcome of a request from the errno of the kernel's ACK (0: done).
