@@ -78,6 +78,10 @@ pub trait System {
     }
     /// Waits up to `limit` until process `pid` has exited and been reaped; whether it has.
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool;
+    /// Whether log lines may carry durations (a dry run's output must not vary from run to run).
+    fn timed(&self) -> bool {
+        true
+    }
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
 }
@@ -459,12 +463,22 @@ fn try_setup(
     // The host dependency comes from the proto task once this process has exited: see
     // [`depend`].
     let done = std::time::Instant::now();
+    let ms = |from: std::time::Instant, to: std::time::Instant| {
+        u64::try_from(to.duration_since(from).as_millis()).unwrap_or(u64::MAX)
+    };
+    let times = if sys.timed() {
+        format!(
+            " (setup {} ms: nft {} ms, update {} ms)",
+            ms(started, done),
+            ms(nft_at, update_at),
+            ms(update_at, done)
+        )
+    } else {
+        String::new()
+    };
     sys.log(&format!(
-        "mape: {iface}: up: {origin}, CE {ce}, BR {} (setup {:.2} s: nft {:.2} s, update {:.2} s)",
+        "mape: {iface}: up: {origin}, CE {ce}, BR {}{times}",
         m.br.map(|b| b.to_string()).unwrap_or_default(),
-        done.duration_since(started).as_secs_f64(),
-        update_at.duration_since(nft_at).as_secs_f64(),
-        done.duration_since(update_at).as_secs_f64(),
     ));
     if m.ce_outside_prefix() {
         sys.log(&format!(
@@ -496,11 +510,9 @@ pub const SETUP_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// task whose setup no longer owns the interface.
 pub fn depend(sys: &mut dyn System, iface: &str, owner: &str) {
     if let Some(pid) = owner.split('.').next().and_then(|p| p.parse::<u32>().ok()) {
-        if pid != 0 && pid != std::process::id() && !sys.wait_exited(pid, SETUP_EXIT_WAIT) {
-            sys.log(&format!(
-                "mape: {iface}: the setup (pid {pid}) is still running after {} s",
-                SETUP_EXIT_WAIT.as_secs()
-            ));
+        if pid != 0 && pid != std::process::id() {
+            // Registered anyway if it is still running then.
+            let _ = sys.wait_exited(pid, SETUP_EXIT_WAIT);
         }
     }
     let Some(state) = sys.load_state(iface) else {

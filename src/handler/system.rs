@@ -426,6 +426,10 @@ impl System for DryRun {
         true
     }
 
+    fn timed(&self) -> bool {
+        false
+    }
+
     fn log(&mut self, line: &str) {
         self.log.push(line.to_string());
     }
