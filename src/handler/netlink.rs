@@ -20,6 +20,7 @@
 //! parser take the order as a parameter ([`Order`]), the native one at run time, and the unit
 //! tests check both.
 
+use std::io;
 use std::mem::size_of;
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
@@ -53,16 +54,25 @@ const ERRNO_LEN: usize = size_of::<libc::c_int>();
 /// not on the device (EADDRNOTAVAIL), or the device went away (ENODEV, ENOENT).
 const ALREADY_ABSENT: [Errno; 3] = [Errno::EADDRNOTAVAIL, Errno::ENODEV, Errno::ENOENT];
 
+/// The errors carry `io::Error`, not nix's `Errno`: its text comes from the C library's
+/// `strerror`, which std links anyway, where `Errno`'s `Display` and `Debug` bring two tables
+/// of their own (about 4 KB of a mipsel binary; docs/sizes.md).
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     #[error("device {0}: not found")]
     NoDevice(String),
     #[error("netlink: {0}")]
-    Io(#[from] nix::Error),
+    Io(io::Error),
     #[error("netlink: kernel refused: {0}")]
-    Kernel(Errno),
+    Kernel(io::Error),
     #[error("netlink: no answer from the kernel")]
     NoAck,
+}
+
+impl From<Errno> for NetlinkError {
+    fn from(e: Errno) -> Self {
+        NetlinkError::Io(io::Error::from_raw_os_error(e as i32))
+    }
 }
 
 /// Adds (`add = true`, replacing an existing one) or deletes `addr/128` on `dev`.
@@ -110,7 +120,7 @@ fn verdict(errno: Option<i32>, add: bool) -> Result<(), NetlinkError> {
         None => Err(NetlinkError::NoAck),
         Some(0) => Ok(()),
         Some(e) if !add && already_absent(e) => Ok(()),
-        Some(e) => Err(NetlinkError::Kernel(Errno::from_raw(e))),
+        Some(e) => Err(NetlinkError::Kernel(io::Error::from_raw_os_error(e))),
     }
 }
 
@@ -524,13 +534,17 @@ mod tests {
         for e in ALREADY_ABSENT {
             assert!(verdict(Some(e as i32), false).is_ok(), "delete, {e}");
             assert!(
-                matches!(verdict(Some(e as i32), true), Err(NetlinkError::Kernel(x)) if x == e)
+                matches!(verdict(Some(e as i32), true), Err(NetlinkError::Kernel(x)) if x.raw_os_error() == Some(e as i32))
             );
         }
         assert!(matches!(
             verdict(Some(libc::EPERM), false),
-            Err(NetlinkError::Kernel(Errno::EPERM))
+            Err(NetlinkError::Kernel(x)) if x.raw_os_error() == Some(libc::EPERM)
         ));
+        // The text is the C library's, naming the error.
+        let e = verdict(Some(libc::EPERM), false).unwrap_err().to_string();
+        assert!(e.starts_with("netlink: kernel refused: "), "{e}");
+        assert!(e.len() > "netlink: kernel refused: ".len() + 5, "{e}");
         assert!(matches!(verdict(None, false), Err(NetlinkError::NoAck)));
     }
 }
