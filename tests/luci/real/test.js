@@ -180,6 +180,16 @@ const NAME_SAMPLES = LONG_NAMES.concat([ 'w', 'wan_v6plus_backup', 'wanmap_v6plu
 /* A field's input: its id, or for checkboxes (ui.Checkbox) the data-widget-id of the box. */
 const widget = (sid, name) => `:is([id="widget.cbid.network.${sid}.${name}"], [data-widget-id="widget.cbid.network.${sid}.${name}"])`;
 const row = (sid) => `.cbi-section-table-row[data-sid="${sid}"]`;
+/* A screenshot of the page once LuCI's dialog has faded in (its overlay's opacity transition):
+ * taken during the fade, the page behind shows through the form. */
+async function shot(p, name) {
+	await p.waitForFunction(() => {
+		const o = document.querySelector('#modal_overlay');
+		return !o || getComputedStyle(o).opacity === '1';
+	});
+	await p.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+}
+
 const MODAL = '#modal_overlay .modal';
 
 class View {
@@ -519,7 +529,7 @@ async function runUi(newView, server, ctx) {
 	const statusCalls = server.calls.filter((c) => c.object == 'mape' && c.method == 'status' && c.user == 'root');
 	check('mape.js asked rpcd for it: POST /ubus/ mape.status, answered with status 0',
 		statusCalls.some((c) => c.reply.result && c.reply.result[0] === 0 && c.reply.result[1].interfaces.some((i) => i.interface == 'wanmap')), statusCalls);
-	await p.screenshot({ path: path.join(SHOTS, 'luci-en-status.png'), fullPage: true });
+	await shot(p, 'luci-en-status.png');
 
 	/* It is computed when asked: take the nft table away, let the dialog's poll run. */
 	run('nft', [ 'delete', 'table', 'ip', 'mape_wanmap' ]);
@@ -656,7 +666,7 @@ async function runUi(newView, server, ctx) {
 			used.length > 20 && untranslated.length > 0, { used: used.length, untranslated: untranslated.length });
 		log('MAPE_LUCI_LMO not set: our own Japanese catalogue is not checked');
 	}
-	await p.screenshot({ path: path.join(SHOTS, 'luci-ja-status.png'), fullPage: true });
+	await shot(p, 'luci-ja-status.png');
 	log(`screenshots: ${SHOTS}/luci-en-status.png, ${SHOTS}/luci-ja-status.png`);
 	await v.close();
 }
