@@ -72,12 +72,17 @@ UP_TIMEOUT = 90         # s an interface may take to come up (TCG, odhcp6c's tim
 LEFTOVER_AFTER = 35     # s after the last restart at which no stray handler may be left
 RELOAD_WATCH = 4        # s to watch for a restart after a reload that should change nothing
 # s from an in-place renumbering (the server's Reply) to IPv4 on the new mapping. Issue 12's target
-# is 2 s; under TCG the bed measures 1.9-2.4 s, of which 0.3-0.4 s are odhcp6c, dhcpv6.script and
-# netifd, about 0.4 s our teardown and 1.1-1.2 s our setup (0.9 s of it nft loading the ruleset):
-# docs/testing-openwrt.md. The check holds the bed to what it measures, with room for a busy host;
-# the line it prints says whether the 2 s were met.
+# is 2 s; under TCG the bed measured 2.14-3.59 s in eight runs on one 2-core host, of which
+# 0.35-0.7 s are odhcp6c, dhcpv6.script and netifd, 0.45-1.2 s netifd's teardown and 1.1-1.6 s our
+# setup (0.7 s and more of it nft loading the ruleset): docs/testing-openwrt.md. The line the check
+# prints says whether the 2 s were met. What the handler decides is how fast its watch task acts on
+# netifd's notification: events, not the 10 s poll. That is held tightly (WATCH_REACT_MAX, 0.03-0.11 s
+# measured); the whole is held to PD_BACK_MAX, which has room for TCG on a busy host (3.59 s was seen
+# on a quiet one) and still fails a handler that waits for its poll (up to 10 s, then the same
+# teardown and setup).
 PD_TARGET = 2.0
-PD_BACK_MAX = 3.5
+PD_BACK_MAX = 6.0
+WATCH_REACT_MAX = 1.0
 # The option-94 renewal: dhcpv6.script also adds wan6_4 again with a new _prefsig, and netifd
 # restarts it for the changed config; after that restart the interface (ifname @wan6, an alias)
 # waits for wan6's next event before its setup (4.1-5.3 s seen; docs/testing-openwrt.md)
@@ -790,6 +795,10 @@ class Bed:
         """What happened after the server's Reply with a new prefix, from netifd's notifications
         (the `events` log of `ubus subscribe network.interface`, if one ran), its log and the
         handler's lines in it: 'what +seconds, ...'."""
+        return ", ".join(f"{name} +{t:.2f}" for name, t in self.marks(ce, iface, t_reply, new_prefix).items())
+
+    def marks(self, ce, iface, t_reply, new_prefix):
+        """The events of [`timeline`], as {what: s after the Reply} for those that were seen."""
         pfx = str(ipaddress.IPv6Network(new_prefix).network_address)
         marks = [
             ("wan6 update notified", self.log_times(ce, "events", t_reply, re.escape(f'"{pfx}"'))),
@@ -799,7 +808,7 @@ class Bed:
             ("setup", self.log_times(ce, "netifd", t_reply, f"'{iface}' is setting up now")),
             ("up", self.log_times(ce, "netifd", t_reply, f"'{iface}' is now up")),
         ]
-        return ", ".join(f"{name} +{ts[0] - t_reply:.2f}" for name, ts in marks if ts)
+        return {name: ts[0] - t_reply for name, ts in marks if ts}
 
     def pd_update(self):
         """In-place PD update: odhcp6c renews, the server delegates another /56 and returns the old
@@ -842,6 +851,11 @@ class Bed:
                 f"{line}, first probe from {m.ipv4} sent +{back:.2f} (answered +{first[1] - t_reply:.2f})")
             self.pd_times.append(round(back, 2))
             c.expect(back <= PD_BACK_MAX, f"IPv4 back on {m.ipv4} only {back:.2f} s after the update ({line})")
+            ts = self.marks(ce, IFACE, t_reply, new)
+            told, acted = ts.get("wan6 update notified"), ts.get("watch: new mapping")
+            c.expect(told is not None and acted is not None and acted - told <= WATCH_REACT_MAX,
+                     f"the watch task acted on the new mapping more than {WATCH_REACT_MAX} s after netifd's "
+                     f"notification, or not at all (not from the event): {line}")
             c.detail = (f"{old_ce} -> {m.ce}; first probe from {m.ipv4} sent {back:.2f} s after the Reply (2 s target "
                         f"{'met' if back <= PD_TARGET else 'missed'}); {line}; "
                         f"IPv4 out {o['out_s']} s; server saw {[x[1] for x in renews]}")
