@@ -795,7 +795,12 @@ class Bed:
         """What happened after the server's Reply with a new prefix, from netifd's notifications
         (the `events` log of `ubus subscribe network.interface`, if one ran), its log and the
         handler's lines in it: 'what +seconds, ...'."""
-        return ", ".join(f"{name} +{t:.2f}" for name, t in self.marks(ce, iface, t_reply, new_prefix).items())
+        return self.timeline_of(self.marks(ce, iface, t_reply, new_prefix))
+
+    @staticmethod
+    def timeline_of(marks):
+        """[`marks`] as the line [`timeline`] prints."""
+        return ", ".join(f"{name} +{t:.2f}" for name, t in marks.items())
 
     def marks(self, ce, iface, t_reply, new_prefix):
         """The events of [`timeline`], as {what: s after the Reply} for those that were seen."""
@@ -845,13 +850,13 @@ class Bed:
             c.expect(old_ce not in self.ce_addrs(ce), f"old CE address {old_ce} still on wan")
             renews = [x for x in self.dhcp.log if x[0] >= t0]
             t_reply = renews[0][0] if renews else t0
-            line = self.timeline(ce, IFACE, t_reply, new)
+            ts = self.marks(ce, IFACE, t_reply, new)
+            line = self.timeline_of(ts)
             back = first[0] - t_reply
             say(f"PD update timeline (s after the server's Reply, {t_reply - t0:.2f} s after the renew call): "
                 f"{line}, first probe from {m.ipv4} sent +{back:.2f} (answered +{first[1] - t_reply:.2f})")
             self.pd_times.append(round(back, 2))
             c.expect(back <= PD_BACK_MAX, f"IPv4 back on {m.ipv4} only {back:.2f} s after the update ({line})")
-            ts = self.marks(ce, IFACE, t_reply, new)
             told, acted = ts.get("wan6 update notified"), ts.get("watch: new mapping")
             c.expect(told is not None and acted is not None and acted - told <= WATCH_REACT_MAX,
                      f"the watch task acted on the new mapping more than {WATCH_REACT_MAX} s after netifd's "
