@@ -37,11 +37,13 @@ pub const OPTIONS: &[(&str, u8)] = &[
     ("encaplimit", 3),
     ("isp", 3),
     ("ports_exclude", 3),
-    // Set by odhcp6c's dhcpv6.script on the dynamic `map` interface it creates for option 94
-    // (the signature of the delegated prefixes, and of the addresses for lw4o6): declared so
-    // that netifd sees a new signature as a config change and sets the interface up again.
-    ("_prefsig", 3),
-    ("_addrsig", 3),
+    // Not declared: `_prefsig` and `_addrsig`, which odhcp6c's dhcpv6.script sets on the dynamic
+    // `map` interface it adds for option 94 (the signatures of the delegated prefixes and, for
+    // lw4o6, of the addresses). A declared option that changes makes netifd reload the
+    // interface, and netifd turns the reload of a dynamic interface that is up or setting up
+    // into its removal (interface.c, `__interface_set_down` marks it IFC_REMOVE): the interface
+    // was gone until dhcpv6.script's next call. The watch task follows a renumbering from
+    // netifd's notifications instead; a changed rule (option 94 itself) still reloads it.
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -163,4 +163,20 @@ mod tests {
         assert!(cfg.contains(&json!(["isp", 3])));
         assert_eq!(d["no-device"], json!(true));
     }
+
+    #[test]
+    fn dump_leaves_dhcpv6_signatures_undeclared() {
+        // A declared option that changes reloads the interface, and netifd removes a dynamic
+        // interface it reloads while it is up: a renumbering would lose it until dhcpv6.script
+        // runs again (see OPTIONS). The rule itself stays declared.
+        let d = dump("map");
+        let names: Vec<&str> = d["config"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o[0].as_str())
+            .collect();
+        assert!(!names.contains(&"_prefsig") && !names.contains(&"_addrsig"));
+        assert!(names.contains(&"rule") && names.contains(&"tunlink"));
+    }
 }
