@@ -1,7 +1,7 @@
 //! The netifd handler fed netifd-shaped config JSON and ubus status JSON, checked field by
 //! field (through the dry-run system, which records instead of acting).
 
-use mape::handler::{self, DryRun, Step, Verdict, Wake, Watcher};
+use mape::handler::{self, DryRun, Note, Step, System, Verdict, Wake, Watcher};
 use serde_json::{json, Value};
 
 const EXE: &str = "/usr/sbin/mape";
@@ -562,12 +562,126 @@ impl handler::System for Wrapped<'_> {
     fn set_failures(&mut self, i: &str, n: u32) {
         self.sys.set_failures(i, n)
     }
+    fn put_note(&mut self, n: Note, i: &str, t: &str) -> Result<(), handler::SysError> {
+        self.sys.put_note(n, i, t)
+    }
+    fn take_note(&mut self, n: Note, i: &str) -> Option<(String, std::time::Duration)> {
+        self.sys.take_note(n, i)
+    }
     fn wait_exited(&mut self, pid: u32, limit: std::time::Duration) -> bool {
         self.sys.wait_exited(pid, limit)
     }
     fn log(&mut self, l: &str) {
         self.sys.log(l)
     }
+}
+
+/// A renumbering: the watch task ends for the new mapping and says so, the teardown keeps the
+/// table (and its script), and the setup refills that table with the new mapping instead of
+/// loading a new one. Anything else removes the table as before.
+#[test]
+fn a_renumbering_refills_the_kept_table() {
+    let config = r#"{"tunlink":"wan6"}"#;
+    let old = status(&[("240b:10:3f6c:d400::", 56)], &[]);
+    let new = status(&[("240b:10:1111:2200::", 56)], &[]);
+    let mut sys = DryRun::new(Some(old.clone()));
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    let owner = sys.state[0].owner.clone().unwrap();
+    let whole = sys.nft[0].clone();
+
+    // The task of that setup sees the new prefix in a notification and confirms it.
+    let (cfg, key) =
+        handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
+    let mut link = new.clone();
+    link["interface"] = json!("wan6");
+    let mut ev = Script([Wake::Link(link), Wake::Timeout].into());
+    // netifd answers the confirming status call with the new prefix too.
+    sys.link_status = Some(new.clone());
+    let why = handler::watch::run(
+        &mut sys,
+        &mut ev,
+        &mut Watcher::new(key),
+        handler::watch::TaskParams {
+            iface: "wanmap",
+            cfg: &cfg,
+            retry_after: None,
+            usage: None,
+            owner: Some(&owner),
+        },
+    );
+    assert!(why.contains("now maps to"), "{why}");
+    assert!(
+        sys.notes
+            .iter()
+            .any(|(n, i, _)| *n == Note::Remap && i == "wanmap"),
+        "{:?}",
+        sys.notes
+    );
+
+    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+    assert_eq!(sys.tables, ["mape_wanmap"], "the table stays for the setup");
+    assert!(sys.addresses.is_empty() && sys.state.is_empty());
+    assert_eq!(sys.notes.len(), 1);
+    assert_eq!(
+        (sys.notes[0].0, sys.notes[0].2.as_str()),
+        (Note::Kept, whole.as_str())
+    );
+
+    sys.link_status = Some(new.clone());
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    let refill = sys.nft.last().unwrap();
+    assert!(
+        refill.contains("flush chain ip mape_wanmap set_0") && !refill.contains("vmap"),
+        "{refill}"
+    );
+    assert!(refill.contains(&format!(
+        "snat ip to {}",
+        sys.state[0].mapping.as_ref().unwrap().ipv4
+    )));
+    // The state keeps the whole script: `reapply` (after `fw4 flush`) loads it.
+    let st = &sys.state[0].nft;
+    assert!(
+        st.starts_with("# mape-rs") && st.contains("vmap") && st.contains("240b:10:1111:2200::/56")
+    );
+    assert!(sys.log.iter().any(|l| l.contains("up:")), "{:?}", sys.log);
+    assert!(
+        sys.notes.is_empty(),
+        "the setup took the note: {:?}",
+        sys.notes
+    );
+
+    // A teardown without the task's note (ifdown): the table goes, a stale kept script too.
+    sys.put_note(Note::Kept, "wanmap", &whole).unwrap();
+    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+    assert!(
+        sys.tables.is_empty() && sys.notes.is_empty(),
+        "{:?} {:?}",
+        sys.tables,
+        sys.notes
+    );
+
+    // The kept table is gone (`fw4 flush` meanwhile): the refill fails as a whole and the setup
+    // loads the whole script.
+    sys.link_status = Some(old);
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    sys.put_note(Note::Remap, "wanmap", "").unwrap();
+    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+    sys.tables.clear();
+    sys.link_status = Some(new);
+    let n = sys.nft.len();
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    assert_eq!(
+        sys.nft.len(),
+        n + 1,
+        "the failed refill is not recorded, the whole script is"
+    );
+    assert!(sys.nft[n].starts_with("# mape-rs") && sys.nft[n].contains("vmap"));
+    assert_eq!(sys.tables, ["mape_wanmap"]);
+    assert!(
+        sys.log.iter().any(|l| l.contains("loading it whole")),
+        "{:?}",
+        sys.log
+    );
 }
 
 #[test]

@@ -183,15 +183,39 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         Some(3),
         "the watch task must see the change"
     );
+    // The task that ends for the new mapping leaves this note (tests/handler.rs runs the task):
+    // the teardown keeps the table, and the setup refills it in place.
+    std::fs::create_dir_all(dir.join("state/remap")).unwrap();
+    std::fs::write(dir.join("state/remap/wanmap.json"), "\"\"").unwrap();
     ns.exec(&teardown);
-    ns.exec(&setup);
+    assert!(ns.exec("nft list tables").contains("table ip mape_wanmap"));
+    assert!(dir.join("state/kept/wanmap.json").exists());
+    let out = ns.try_exec(&setup);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && log.contains(" refilled, update"),
+        "{log}"
+    );
+    assert!(!dir.join("state/kept/wanmap.json").exists());
     let addrs = ns.exec("ip -6 addr show dev wan");
     assert!(!addrs.contains(ce), "{addrs}");
     assert!(
         addrs.contains("240b:10:1111:2200:6a:4811:1100:2200/128"),
         "{addrs}"
     );
+    // The refilled table is the one the new mapping's whole script makes (`reapply` loads the
+    // saved script after deleting it).
+    let refilled = ns.exec("nft list table ip mape_wanmap");
+    assert!(
+        refilled.contains("snat ip to 106.72.17.17:") || refilled.contains("snat to 106.72.17.17:"),
+        "{refilled}"
+    );
+    ns.exec(&format!(
+        "nft delete table ip mape_wanmap && {env} {BIN} netifd reapply"
+    ));
+    assert_eq!(refilled, ns.exec("nft list table ip mape_wanmap"));
     ns.exec(&teardown);
+    assert!(!ns.exec("nft list tables").contains("mape_wanmap"));
 }
 
 /// `ubus call network restart` re-executes netifd while a setup of the old netifd waits for

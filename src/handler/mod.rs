@@ -76,6 +76,10 @@ pub trait System {
         let _ = (iface, status);
         Ok(())
     }
+    /// Leaves a [`Note`] for the handler's next run (replacing one there).
+    fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError>;
+    /// Takes (reads and removes) a [`Note`], with its age.
+    fn take_note(&mut self, note: Note, iface: &str) -> Option<(String, Duration)>;
     /// Waits up to `limit` until process `pid` has exited and been reaped; whether it has.
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool;
     /// Whether log lines may carry durations (a dry run's output must not vary from run to run).
@@ -85,6 +89,22 @@ pub trait System {
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
 }
+
+/// What one run of the handler leaves for the next: a renumbering refills the table of the old
+/// mapping instead of loading a new one (see [`nft::update_script`]). The watch task ending for
+/// a new mapping writes [`Note::Remap`]; the teardown that follows (netifd starts it at once)
+/// then keeps the table and writes its script as [`Note::Kept`], and the setup after it refills
+/// that table. A teardown without a fresh `Remap` (ifdown, a restart, a config change) removes
+/// the table as always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    Remap,
+    Kept,
+}
+
+/// How old a [`Note::Remap`] may be for the teardown to act on it: netifd starts the teardown
+/// as soon as the task has ended (0.1 s in the test VM).
+pub const REMAP_FRESH: Duration = Duration::from_secs(10);
 
 /// Exit statuses of the handler's actions.
 pub const OK: i32 = 0;
@@ -440,7 +460,8 @@ fn try_setup(
         ));
     }
     let nft_at = std::time::Instant::now();
-    if let Err(e) = sys.nft_apply(&script) {
+    let (loaded, how) = load_table(sys, iface, &script);
+    if let Err(e) = loaded {
         rollback(sys, iface, &owner, &state);
         return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
     }
@@ -468,7 +489,7 @@ fn try_setup(
     };
     let times = if sys.timed() {
         format!(
-            " (setup {} ms: nft {} ms, update {} ms)",
+            " (setup {} ms: nft {} ms{how}, update {} ms)",
             ms(started, done),
             ms(nft_at, update_at),
             ms(update_at, done)
@@ -488,6 +509,29 @@ fn try_setup(
         ));
     }
     Ok((m.prefix, owner))
+}
+
+/// Loads our table for `script`: by refilling the table a teardown kept for this setup when
+/// it has the same shape ([`Note::Kept`]), else (or if that fails: the table is gone) the whole
+/// script. With how it was done, for the log (` refilled` or nothing).
+fn load_table(
+    sys: &mut dyn System,
+    iface: &str,
+    script: &str,
+) -> (Result<(), SysError>, &'static str) {
+    let kept = sys.take_note(Note::Kept, iface).map(|(old, _)| old);
+    if let Some(update) = kept
+        .as_deref()
+        .and_then(|old| nft::update_script(old, script))
+    {
+        match sys.nft_apply(&update) {
+            Ok(()) => return (Ok(()), " refilled"),
+            Err(e) => sys.log(&format!(
+                "mape: {iface}: refilling the kept nft table failed ({e}): loading it whole"
+            )),
+        }
+    }
+    (sys.nft_apply(script), "")
 }
 
 /// How long the proto task waits for the setup that started it to exit before it registers
@@ -604,7 +648,9 @@ fn start_task(
     }
 }
 
-/// `teardown`: remove our nft table and the CE address; idempotent, never fails the caller.
+/// `teardown`: remove our nft table and the CE address; idempotent, never fails the caller. After
+/// the watch task ended for a new mapping the table stays for the setup that follows ([`Note`]):
+/// its rules match only the tunnel device, which netifd removes with the interface.
 pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
     let started = sys.owner_token();
     teardown_started_at(sys, iface, &started)
@@ -629,8 +675,19 @@ pub fn teardown_started_at(sys: &mut dyn System, iface: &str, started: &str) -> 
         }
     }
     let table = table_for(iface);
-    if let Err(e) = sys.nft_delete(&table) {
-        sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
+    // Ending for a new mapping, the watch task asked to keep the table for the next setup.
+    let remap = sys
+        .take_note(Note::Remap, iface)
+        .is_some_and(|(_, age)| age <= REMAP_FRESH);
+    let kept = remap
+        && state
+            .as_ref()
+            .is_some_and(|s| !s.nft.is_empty() && sys.put_note(Note::Kept, iface, &s.nft).is_ok());
+    if !kept {
+        let _ = sys.take_note(Note::Kept, iface);
+        if let Err(e) = sys.nft_delete(&table) {
+            sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
+        }
     }
     if let Some(s) = state {
         if let Err(e) = sys.addr_del(&s.dev, s.ce) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::netlink::NetlinkError;
-use super::{netlink, System};
+use super::{netlink, Note, System};
 use crate::command::{self, CommandError};
 use crate::state::{self, State, StateError};
 use crate::ubus::{self, Ubus, UbusError};
@@ -78,6 +78,14 @@ impl RealSystem {
     /// `<state dir>/failures`: transient setup failures in a row, per interface.
     fn failures_dir(&self) -> PathBuf {
         self.state_dir.join("failures")
+    }
+
+    /// `<state dir>/remap`, `<state dir>/kept`: the [`Note`]s, one file per interface.
+    fn note_dir(&self, note: Note) -> PathBuf {
+        self.state_dir.join(match note {
+            Note::Remap => "remap",
+            Note::Kept => "kept",
+        })
     }
 }
 
@@ -184,6 +192,31 @@ impl System for RealSystem {
         }
     }
 
+    fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError> {
+        crate::names::check_name("interface", iface)
+            .map_err(|_| StateError::BadName(iface.to_string()))?;
+        let json = Value::String(text.to_string()).to_string();
+        Ok(state::write_atomic(
+            &self.note_dir(note),
+            &format!("{iface}.json"),
+            json.as_bytes(),
+        )?)
+    }
+
+    fn take_note(&mut self, note: Note, iface: &str) -> Option<(String, Duration)> {
+        crate::names::check_name("interface", iface).ok()?;
+        let dir = self.note_dir(note);
+        let path = dir.join(format!("{iface}.json"));
+        let age = std::fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|t| t.elapsed().unwrap_or_default());
+        let text = state::read_checked(&path).ok().flatten();
+        state::remove(&dir, iface);
+        let text: String = serde_json::from_str(&text?).ok()?;
+        Some((text, age?))
+    }
+
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {
         // A zombie still takes signal 0: the process is gone once netifd has reaped it.
         let Ok(pid) = i32::try_from(pid) else {
@@ -251,6 +284,8 @@ pub struct DryRun {
     /// Runs when the next update (`notify_proto` action 0) arrives, before it is answered:
     /// tests put another setup there, as a restarted netifd would run one meanwhile.
     pub before_update: Option<Hook>,
+    /// The [`Note`]s left (each 0 s old when taken).
+    pub notes: Vec<(Note, String, String)>,
     fail: Option<Step>,
     owner: u32,
 }
@@ -269,6 +304,7 @@ impl DryRun {
             tables: Vec::new(),
             failures: Vec::new(),
             before_update: None,
+            notes: Vec::new(),
             fail: None,
             owner: 0,
         }
@@ -345,6 +381,15 @@ impl System for DryRun {
 
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
         self.check(Step::NftApply)?;
+        // A refill (`flush chain ip T C`, then rules) fails as a whole without its table.
+        if let Some(t) = script.lines().find_map(|l| {
+            l.strip_prefix("flush chain ip ")
+                .and_then(|r| r.split_whitespace().next())
+        }) {
+            if !self.tables.iter().any(|x| x == t) {
+                return Err(SysError::Injected(Step::NftApply));
+            }
+        }
         self.nft.push(script.to_string());
         // Our scripts start with `add table ip T`, `delete table ip T`, then (to load) the
         // table's body: the table exists afterwards exactly when the body is there.
@@ -417,6 +462,21 @@ impl System for DryRun {
         if n != 0 {
             self.failures.push((iface.to_string(), n));
         }
+    }
+
+    fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError> {
+        self.notes
+            .retain(|(n, i, _)| (*n, i.as_str()) != (note, iface));
+        self.notes.push((note, iface.to_string(), text.to_string()));
+        Ok(())
+    }
+
+    fn take_note(&mut self, note: Note, iface: &str) -> Option<(String, Duration)> {
+        let at = self
+            .notes
+            .iter()
+            .position(|(n, i, _)| (*n, i.as_str()) == (note, iface))?;
+        Some((self.notes.remove(at).2, Duration::ZERO))
     }
 
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {

@@ -379,7 +379,16 @@ pub fn run(
         match watcher.feed(&l) {
             Verdict::Keep => confirming = false,
             Verdict::Confirm => confirming = true,
-            Verdict::Restart(why) => return why,
+            Verdict::Restart(why) => {
+                // A running interface with a new mapping: the teardown that follows keeps the
+                // table for the setup to refill (see [`super::Note`]).
+                if p.owner.is_some() && matches!(l, Look::Maps(..)) {
+                    if let Err(e) = sys.put_note(super::Note::Remap, p.iface, "") {
+                        sys.log(&format!("mape: {}: {e}", p.iface));
+                    }
+                }
+                return why;
+            }
         }
     }
 }

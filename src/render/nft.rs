@@ -46,6 +46,8 @@ pub const EXCLUDE_SET: &str = "ports_exclude";
 pub const MAX_SCRIPT: usize = 640 * 1024;
 /// The chain with the single-port map (lines with very many port sets).
 const PORT_CHAIN: &str = "ports";
+/// The chain with the SNAT of protocols without ports (the address alone).
+const OTHER_CHAIN: &str = "other";
 
 /// jhash seeds of the TCP and UDP buckets: different, so that a TCP and a UDP destination on
 /// the same address and port (HTTPS and QUIC) do not share a counter.
@@ -97,17 +99,23 @@ pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
     }
     let _ = writeln!(s, "\t}}");
     let mut srcnat = Vec::new();
-    match (&plan, plan.spread(Backend::Nft)) {
+    let other = match (&plan, plan.spread(Backend::Nft)) {
         (SnatPlan::Shared { addr, ranges, .. }, Some(spread)) => {
             shared(&mut s, &mut srcnat, dev, *addr, ranges, &spread);
+            addr.to_string()
         }
-        (SnatPlan::Shared { addr, .. }, None) | (SnatPlan::Single(addr), _) => srcnat.push(
-            format!("oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {addr}"),
-        ),
-        (SnatPlan::Prefix { first, last }, _) => srcnat.push(format!(
-            "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {first}-{last}"
-        )),
-    }
+        (SnatPlan::Shared { addr, .. }, None) | (SnatPlan::Single(addr), _) => addr.to_string(),
+        (SnatPlan::Prefix { first, last }, _) => format!("{first}-{last}"),
+    };
+    // Protocols without ports cannot be told apart by the BR on a shared address; they still
+    // leave with our address rather than a private one. The address sits in a chain of its own,
+    // like the port ranges, so that a new mapping only refills chains ([`update_script`]).
+    let _ = writeln!(s, "\tchain {OTHER_CHAIN} {{");
+    let _ = writeln!(s, "\t\tsnat ip to {other}");
+    let _ = writeln!(s, "\t}}");
+    srcnat.push(format!(
+        "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" goto {OTHER_CHAIN}"
+    ));
     let _ = writeln!(s, "\tchain srcnat {{");
     let _ = writeln!(
         s,
@@ -198,16 +206,91 @@ fn shared(
             }
         }
     }
-    // Protocols without ports cannot be told apart by the BR on a shared address; they still
-    // leave with our address rather than a private one.
-    srcnat.push(format!(
-        "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" snat ip to {addr}"
-    ));
 }
 
 /// The script that removes our table (and succeeds if it is already gone).
 pub fn delete_script(table: &str) -> String {
     format!("add table ip {table}\ndelete table ip {table}\n")
+}
+
+/// Whether chain `name` of our table holds the mapping (the address and the port ranges): the
+/// only chains that differ between two mappings of the same shape.
+fn is_fill_chain(name: &str) -> bool {
+    name == OTHER_CHAIN
+        || name == PORT_CHAIN
+        || name
+            .strip_prefix("set_")
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A script of [`ruleset`], split: the table name, everything but the comments and the rules
+/// of the fill chains (the frame), and the fill chains with their rules, in order.
+struct Split<'a> {
+    table: &'a str,
+    frame: Vec<&'a str>,
+    fills: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+fn split(script: &str) -> Option<Split<'_>> {
+    let mut out = Split {
+        table: "",
+        frame: Vec::new(),
+        fills: Vec::new(),
+    };
+    let mut fill: Option<(&str, Vec<&str>)> = None;
+    for line in script.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(t) = line.strip_prefix("table ip ") {
+            out.table = t.strip_suffix(" {")?;
+        }
+        if let Some((name, rules)) = fill.as_mut() {
+            if line == "\t}" {
+                out.fills.push((name, std::mem::take(rules)));
+                fill = None;
+            } else {
+                rules.push(line.trim());
+            }
+            continue;
+        }
+        out.frame.push(line);
+        if let Some(name) = line
+            .strip_prefix("\tchain ")
+            .and_then(|l| l.strip_suffix(" {"))
+            .filter(|n| is_fill_chain(n))
+        {
+            fill = Some((name, Vec::new()));
+        }
+    }
+    (!out.table.is_empty() && fill.is_none()).then_some(out)
+}
+
+/// The script that turns the loaded table of script `old` into that of script `new` (both
+/// from [`ruleset`]) by refilling the chains that hold the mapping: `flush chain` and the rules
+/// again, in one transaction like the whole script. `None` unless everything else is the same
+/// (table, tunnel, number of ranges, buckets, exclusions). About a third of the whole script's
+/// `nft -f` time (the bucket maps stay as they are) and the counters keep counting; it fails
+/// as a whole if the table or a chain is gone, and the caller then loads `new` itself.
+pub fn update_script(old: &str, new: &str) -> Option<String> {
+    let (a, b) = (split(old)?, split(new)?);
+    let same_chains =
+        a.fills.len() == b.fills.len() && a.fills.iter().zip(&b.fills).all(|(x, y)| x.0 == y.0);
+    if a.table != b.table || a.frame != b.frame || !same_chains {
+        return None;
+    }
+    let t = b.table;
+    let mut s = String::new();
+    for line in new.lines().take_while(|l| l.starts_with('#')) {
+        let _ = writeln!(s, "{line}");
+    }
+    for (chain, rules) in &b.fills {
+        let _ = writeln!(s, "flush chain ip {t} {chain}");
+        for r in rules {
+            let _ = writeln!(s, "add rule ip {t} {chain} {r}");
+        }
+    }
+    Some(s)
 }
 
 /// `lo-hi`, or `lo` for a one-port range (`sep` between the ends).
@@ -313,7 +396,7 @@ pub fn read_table(text: &str) -> TableReadBack {
             continue;
         }
         let Some(at) = words.iter().position(|w| *w == "snat") else {
-            if words.contains(&"jhash") {
+            if words.contains(&"jhash") || words.contains(&"goto") {
                 take_ifname(&mut t, &words);
             }
             continue;
@@ -507,6 +590,125 @@ mod tests {
             IidFormat::Rfc7597,
         );
         Mapping::compute(&r, prefix.parse().unwrap()).unwrap()
+    }
+
+    /// The table `old`'s script leaves in the kernel after `update` ran on it, written as a
+    /// script: each flushed chain holds the rules added to it (what nft does with them).
+    fn apply_update(old: &str, update: &str) -> String {
+        let mut fills: Vec<(String, Vec<String>)> = Vec::new();
+        for l in update.lines().filter(|l| !l.starts_with('#')) {
+            let w: Vec<&str> = l.splitn(6, ' ').collect();
+            match (w[0], w[1]) {
+                ("flush", "chain") => fills.push((w[4].to_string(), Vec::new())),
+                ("add", "rule") => {
+                    let (c, r) = fills.last_mut().expect("a rule after its flush");
+                    assert_eq!(c, w[4], "{l}");
+                    r.push(w[5].to_string());
+                }
+                _ => panic!("unexpected line in an update: {l}"),
+            }
+        }
+        let mut out = String::new();
+        let mut skip = false;
+        for l in old.lines() {
+            if skip {
+                skip = l != "\t}";
+                if skip {
+                    continue;
+                }
+            }
+            out.push_str(l);
+            out.push('\n');
+            let name = l
+                .strip_prefix("\tchain ")
+                .and_then(|c| c.strip_suffix(" {"));
+            if let Some((_, rules)) = fills.iter().find(|(c, _)| Some(c.as_str()) == name) {
+                for r in rules {
+                    out.push_str(&format!("\t\t{r}\n"));
+                }
+                skip = true;
+            }
+        }
+        out
+    }
+
+    fn without_comments(s: &str) -> String {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// A new mapping of the same shape (a renumbering within the rule: another IPv4 and PSID)
+    /// refills the chains that hold the mapping; the table it leaves is the new script's.
+    #[test]
+    fn update_refills_the_mapping_chains_only() {
+        for (a, b) in [
+            (
+                rfc(16, "2001:db8:12:3400::/56"),
+                rfc(16, "2001:db8:13:3600::/56"),
+            ),
+            (
+                builtin("240b:10:3f6c:d400::/56"),
+                builtin("240b:11:8000:1200::/56"),
+            ),
+            (rfc(8, "2001:db8:12::/48"), rfc(8, "2001:db8:13::/48")),
+            (offset(12), {
+                let mut m = offset(12);
+                m.ipv4 = "192.0.2.77".parse().unwrap();
+                m
+            }),
+        ] {
+            assert_ne!((a.ipv4, a.ports.psid()), (b.ipv4, b.ports.psid()));
+            let (old, new) = (script(&a, &[]), script(&b, &[]));
+            let up = update_script(&old, &new).expect("same shape");
+            assert_eq!(
+                without_comments(&apply_update(&old, &up)),
+                without_comments(&new)
+            );
+            assert!(up.contains(&format!("add rule ip mape_wan other snat ip to {}", b.ipv4)));
+            assert!(!up.contains("vmap"), "the bucket maps stay: {up}");
+            // With chains per range the bucket maps are most of the script; the single-port
+            // map (offset 12) is the mapping itself and gains nothing.
+            if new.contains("\tchain set_") {
+                assert!(up.len() * 2 < new.len(), "{} of {}", up.len(), new.len());
+            }
+            // Applied to itself: a refill with the same rules.
+            let same = update_script(&new, &new).unwrap();
+            assert_eq!(
+                without_comments(&apply_update(&new, &same)),
+                without_comments(&new)
+            );
+        }
+    }
+
+    /// Anything but the mapping chains differs: no update, the caller loads the whole script.
+    #[test]
+    fn update_needs_the_same_shape() {
+        let a = builtin("240b:10:3f6c:d400::/56");
+        let old = script(&a, &[]);
+        // another line (a different number of port sets), other exclusions, another table,
+        // another tunnel, a script that is not ours
+        let ocn = script(&builtin("2400:4050:a0:c400::/56"), &[]);
+        let r = a.ports.sets().nth(1).unwrap();
+        let cut = script(
+            &a,
+            &[PortSet {
+                first: r.first,
+                last: r.first,
+            }],
+        );
+        let other_table = old.replace("mape_wan", "mape_wan2");
+        let other_dev = old.replace("\"map-wan\"", "\"map-wan2\"");
+        for new in [&ocn, &cut, &other_table, &other_dev] {
+            assert_eq!(update_script(&old, new), None);
+            assert_eq!(update_script(new, &old), None);
+        }
+        assert_eq!(update_script("", &old), None);
+        assert_eq!(
+            update_script(&old, "table ip mape_wan {\n\tchain set_0 {\n"),
+            None
+        );
     }
 
     /// Many port sets: buckets shrink to the budget, and past [`MAX_RANGE_CHAINS`] ranges one
