@@ -576,6 +576,25 @@ impl handler::System for Wrapped<'_> {
     }
 }
 
+/// Runs the proto task of the setup with token `owner` (prefix 240b:10:3f6c:d400::/56) over
+/// scripted notifications; why it ended.
+fn run_task(sys: &mut DryRun, config: &str, events: Vec<Wake>, owner: &str) -> String {
+    let (cfg, key) =
+        handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
+    handler::watch::run(
+        sys,
+        &mut Script(events.into()),
+        &mut Watcher::new(key),
+        handler::watch::TaskParams {
+            iface: "wanmap",
+            cfg: &cfg,
+            retry_after: None,
+            usage: None,
+            owner: Some(owner),
+        },
+    )
+}
+
 /// A renumbering: the watch task ends for the new mapping and says so, the teardown keeps the
 /// table (and its script), and the setup refills that table with the new mapping instead of
 /// loading a new one. Anything else removes the table as before.
@@ -590,24 +609,15 @@ fn a_renumbering_refills_the_kept_table() {
     let whole = sys.nft[0].clone();
 
     // The task of that setup sees the new prefix in a notification and confirms it.
-    let (cfg, key) =
-        handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
     let mut link = new.clone();
     link["interface"] = json!("wan6");
-    let mut ev = Script([Wake::Link(link), Wake::Timeout].into());
     // netifd answers the confirming status call with the new prefix too.
     sys.link_status = Some(new.clone());
-    let why = handler::watch::run(
+    let why = run_task(
         &mut sys,
-        &mut ev,
-        &mut Watcher::new(key),
-        handler::watch::TaskParams {
-            iface: "wanmap",
-            cfg: &cfg,
-            retry_after: None,
-            usage: None,
-            owner: Some(&owner),
-        },
+        config,
+        vec![Wake::Link(link), Wake::Timeout],
+        &owner,
     );
     assert!(why.contains("now maps to"), "{why}");
     assert!(
@@ -1022,24 +1032,7 @@ fn a_leftover_watch_task_ends_once_another_setup_owns_the_interface() {
         0
     );
     assert!(!handler::owns(&mut sys, "wanmap", &first));
-    let (cfg, key) = handler::watch_start(
-        r#"{"tunlink":"wan6"}"#,
-        Some("240b:10:3f6c:d400::/56".parse().unwrap()),
-    )
-    .unwrap();
-    let mut ev = Script(std::collections::VecDeque::new());
-    let why = handler::watch::run(
-        &mut sys,
-        &mut ev,
-        &mut Watcher::new(key),
-        handler::watch::TaskParams {
-            iface: "wanmap",
-            cfg: &cfg,
-            retry_after: None,
-            usage: None,
-            owner: Some(&first),
-        },
-    );
+    let why = run_task(&mut sys, r#"{"tunlink":"wan6"}"#, Vec::new(), &first);
     assert!(why.contains("another setup owns"), "{why}");
 }
 
