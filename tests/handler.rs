@@ -595,6 +595,20 @@ fn run_task(sys: &mut DryRun, config: &str, events: Vec<Wake>, owner: &str) -> S
     )
 }
 
+/// A running task looks at the link once when it starts: a renumbering between its setup's look
+/// (which may be the previous task's, see `Note`) and its subscription is not left to the poll.
+#[test]
+fn a_running_task_looks_once_at_start() {
+    let config = r#"{"tunlink":"wan6"}"#;
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    let owner = sys.state[0].owner.clone().unwrap();
+    sys.link_status = Some(status(&[("240b:10:1111:2200::", 56)], &[]));
+    // No notification at all: the first look and its confirmation (after a short wait) decide.
+    let why = run_task(&mut sys, config, vec![Wake::Timeout], &owner);
+    assert!(why.contains("240b:10:1111:2200::/56"), "{why}");
+}
+
 /// A renumbering: the watch task ends for the new mapping and says so, the teardown keeps the
 /// table (and its script), and the setup refills that table with the new mapping instead of
 /// loading a new one. Anything else removes the table as before.
@@ -632,13 +646,19 @@ fn a_renumbering_refills_the_kept_table() {
     assert_eq!(sys.tables, ["mape_wanmap"], "the table stays for the setup");
     assert!(sys.addresses.is_empty() && sys.state.is_empty());
     assert_eq!(sys.notes.len(), 1);
+    assert_eq!(sys.notes[0].0, Note::Kept);
+    let kept = handler::Handover::from_text(&sys.notes[0].2);
+    assert_eq!(kept.nft.as_deref(), Some(whole.as_str()));
+    assert_eq!(kept.tunlink.as_deref(), Some("wan6"));
     assert_eq!(
-        (sys.notes[0].0, sys.notes[0].2.as_str()),
-        (Note::Kept, whole.as_str())
+        kept.status.as_ref().unwrap()["ipv6-prefix"][0]["address"],
+        "240b:10:1111:2200::"
     );
 
-    sys.link_status = Some(new.clone());
+    // The setup uses the status the task saw: netifd need not answer (it is busy then).
+    sys.link_status = None;
     assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    sys.link_status = Some(new.clone());
     let refill = sys.nft.last().unwrap();
     assert!(
         refill.contains("flush chain ip mape_wanmap set_0") && !refill.contains("vmap"),

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{link_status, resolve_for_link, tunlink_for, System};
+use super::{link_value, resolve_for_link, tunlink_for, Handover, Note, System};
 use crate::engine::{Mapping, PortParams};
 use crate::provision::netifd::{HandlerConfig, LinkStatus};
 
@@ -91,16 +91,20 @@ pub fn look(
     cfg: &HandlerConfig,
     status: Option<&Value>,
 ) -> Look {
-    let link = match status {
-        Some(v) => LinkStatus::from_value(v).map_err(|e| e.to_string()),
-        None => match tunlink_for(sys, iface, cfg) {
-            None => return Look::Unknown("no tunnel link found".into()),
-            Some(t) => link_status(sys, &t).map_err(|e| e.to_string()),
+    let fetched;
+    let status = match status {
+        Some(v) => v,
+        None => match fetch(sys, iface, cfg) {
+            Ok((_, v)) => {
+                fetched = v;
+                &fetched
+            }
+            Err(e) => return Look::Unknown(e),
         },
     };
-    let link = match link {
+    let link = match LinkStatus::from_value(status) {
         Ok(l) => l,
-        Err(e) => return Look::Unknown(e),
+        Err(e) => return Look::Unknown(e.to_string()),
     };
     if cfg.dynamic && !link.up && !link.pending {
         // The binding of this dhcpv6.script interface ended: setup removes it (see setup).
@@ -116,6 +120,17 @@ pub fn look(
         ),
         Err((_, why, _)) => Look::Unknown(why),
     }
+}
+
+/// Asks netifd for the tunnel link's status: the link's name and the status as netifd gives it.
+pub fn fetch(
+    sys: &mut dyn System,
+    iface: &str,
+    cfg: &HandlerConfig,
+) -> Result<(String, Value), String> {
+    let t = tunlink_for(sys, iface, cfg).ok_or("no tunnel link found")?;
+    let v = link_value(sys, &t).map_err(|e| e.to_string())?;
+    Ok((t, v))
 }
 
 /// What the task does after a look.
@@ -332,6 +347,9 @@ pub fn run(
     let mut usage_at = std::time::Instant::now() + super::usage::USAGE_EVERY;
     let mut owner_at = std::time::Instant::now();
     let mut confirming = false;
+    // A running interface looks once at once: its setup may have used the status the previous
+    // task saw (see [`super::Note`]), and a change since then came before our subscription.
+    let mut look_now = p.owner.is_some();
     loop {
         let now = std::time::Instant::now();
         if let Some(owner) = p.owner {
@@ -363,8 +381,19 @@ pub fn run(
         if p.owner.is_some() {
             wait = wait.min(owner_at.saturating_duration_since(now));
         }
-        let l = match events.next(wait) {
-            Wake::Link(status) => look(sys, p.iface, p.cfg, Some(&status)),
+        let woke = if std::mem::take(&mut look_now) {
+            Wake::Lost
+        } else {
+            events.next(wait)
+        };
+        // The look, and the status it saw (the link's name and netifd's answer) for the next
+        // setup.
+        let (l, seen) = match woke {
+            Wake::Link(status) => {
+                let name = status.get("interface").and_then(Value::as_str);
+                let seen = name.map(|n| (n.to_string(), status.clone()));
+                (look(sys, p.iface, p.cfg, Some(&status)), seen)
+            }
             Wake::Other => continue,
             // Woken for the usage or the owner check: nothing to look at yet.
             Wake::Timeout
@@ -374,7 +403,10 @@ pub fn run(
             {
                 continue
             }
-            Wake::Timeout | Wake::Lost => look(sys, p.iface, p.cfg, None),
+            Wake::Timeout | Wake::Lost => match fetch(sys, p.iface, p.cfg) {
+                Ok(v) => (look(sys, p.iface, p.cfg, Some(&v.1)), Some(v)),
+                Err(e) => (Look::Unknown(e), None),
+            },
         };
         match watcher.feed(&l) {
             Verdict::Keep => confirming = false,
@@ -383,7 +415,13 @@ pub fn run(
                 // A running interface with a new mapping: the teardown that follows keeps the
                 // table for the setup to refill (see [`super::Note`]).
                 if p.owner.is_some() && matches!(l, Look::Maps(..)) {
-                    if let Err(e) = sys.put_note(super::Note::Remap, p.iface, "") {
+                    let (tunlink, status) = seen.unzip();
+                    let note = Handover {
+                        tunlink,
+                        status,
+                        nft: None,
+                    };
+                    if let Err(e) = sys.put_note(Note::Remap, p.iface, &note.to_text()) {
                         sys.log(&format!("mape: {}: {e}", p.iface));
                     }
                 }
