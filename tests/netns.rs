@@ -183,10 +183,11 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         Some(3),
         "the watch task must see the change"
     );
-    // The task that ends for the new mapping leaves this note (tests/handler.rs runs the task):
-    // the teardown keeps the table, and the setup refills it in place.
+    // The task that ends for the new mapping leaves this note (tests/handler.rs runs the task;
+    // this one carries no link status, so the setup asks netifd): the teardown keeps the table,
+    // and the setup refills it in place.
     std::fs::create_dir_all(dir.join("state/remap")).unwrap();
-    std::fs::write(dir.join("state/remap/wanmap.json"), "\"\"").unwrap();
+    std::fs::write(dir.join("state/remap/wanmap.json"), "").unwrap();
     ns.exec(&teardown);
     assert!(ns.exec("nft list tables").contains("table ip mape_wanmap"));
     assert!(dir.join("state/kept/wanmap.json").exists());

@@ -78,8 +78,8 @@ pub trait System {
     }
     /// Leaves a [`Note`] for the handler's next run (replacing one there).
     fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError>;
-    /// Takes (reads and removes) a [`Note`], with its age.
-    fn take_note(&mut self, note: Note, iface: &str) -> Option<(String, Duration)>;
+    /// Takes (reads and removes) a [`Note`].
+    fn take_note(&mut self, note: Note, iface: &str) -> Option<String>;
     /// Waits up to `limit` until process `pid` has exited and been reaped; whether it has.
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool;
     /// Whether log lines may carry durations (a dry run's output must not vary from run to run).
@@ -92,49 +92,14 @@ pub trait System {
 
 /// What one run of the handler leaves for the next: a renumbering refills the table of the old
 /// mapping instead of loading a new one (see [`nft::update_script`]). The watch task ending for
-/// a new mapping writes [`Note::Remap`] with the link's status that showed it ([`Handover`]);
-/// the teardown that follows (netifd starts it at once) then keeps the table and writes its
-/// script and that status as [`Note::Kept`]; the setup after it refills that table, and uses
-/// that status rather than asking netifd, which is busy taking the interface down then (0.2-0.9
-/// s for its answer in the test VM). A teardown without a fresh `Remap` (ifdown, a restart, a
-/// config change) removes the table as always.
+/// a new mapping writes [`Note::Remap`]; the teardown that follows (netifd starts it at once)
+/// then keeps the table and writes its script as [`Note::Kept`], and the setup after it refills
+/// that table. A teardown without a `Remap` (ifdown, a restart, a config change) removes the table
+/// as always; every setup drops a `Remap` left over (its teardown never came).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {
     Remap,
     Kept,
-}
-
-/// How old a [`Note::Remap`] may be for the teardown to act on it: netifd starts the teardown
-/// as soon as the task has ended (0.1 s in the test VM).
-pub const REMAP_FRESH: Duration = Duration::from_secs(10);
-/// How old a [`Note::Kept`] may be for the setup to use the link status in it (netifd starts
-/// the setup as soon as the teardown is done). The new watch task looks at the link once when
-/// it starts, so a change in between is still seen at once.
-pub const STATUS_FRESH: Duration = Duration::from_secs(3);
-
-/// What a [`Note`] carries, as JSON: the link's status as the watch task saw it (`Remap`,
-/// `Kept`) and the script of the kept table (`Kept`). Anything unreadable reads as empty.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Handover {
-    pub tunlink: Option<String>,
-    pub status: Option<Value>,
-    pub nft: Option<String>,
-}
-
-impl Handover {
-    pub fn to_text(&self) -> String {
-        json!({ "tunlink": self.tunlink, "status": self.status, "nft": self.nft }).to_string()
-    }
-
-    pub fn from_text(text: &str) -> Self {
-        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        Handover {
-            tunlink: s("tunlink"),
-            status: v.get("status").filter(|x| x.is_object()).cloned(),
-            nft: s("nft"),
-        }
-    }
 }
 
 /// Exit statuses of the handler's actions.
@@ -242,22 +207,13 @@ fn report(sys: &mut dyn System, iface: &str, code: &str, detail: &str, permanent
     }
 }
 
-/// netifd's status of the tunnel link, as it answers it.
-fn link_value(sys: &mut dyn System, tunlink: &str) -> Result<Value, SysError> {
-    sys.ubus_call(
+fn link_status(sys: &mut dyn System, tunlink: &str) -> Result<LinkStatus, SysError> {
+    let v = sys.ubus_call(
         &format!("network.interface.{tunlink}"),
         "status",
         &json!({}),
-    )
-}
-
-fn link_status(sys: &mut dyn System, tunlink: &str) -> Result<LinkStatus, SysError> {
-    let v = link_value(sys, tunlink)?;
-    parse_link(tunlink, &v)
-}
-
-fn parse_link(tunlink: &str, v: &Value) -> Result<LinkStatus, SysError> {
-    LinkStatus::from_value(v).map_err(|e| SysError::BadReply {
+    )?;
+    LinkStatus::from_value(&v).map_err(|e| SysError::BadReply {
         what: format!("ubus network.interface.{tunlink} status"),
         why: e.to_string(),
     })
@@ -316,6 +272,8 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         sys.log(&format!("mape: {e}"));
         return FAILED;
     }
+    // A note of a task whose teardown never came (netifd restarted meanwhile) is moot now.
+    let _ = sys.take_note(Note::Remap, iface);
     let failure = match try_setup(sys, iface, config_json) {
         Ok((prefix, owner)) => {
             sys.set_failures(iface, 0);
@@ -392,31 +350,13 @@ fn try_setup(
             return Err(Failure::Config(codes::INVALID_MAP_RULE, e.to_string()));
         }
     }
-    // After a renumbering: the kept table, and the link's status as the watch task saw it.
-    let kept = sys
-        .take_note(Note::Kept, iface)
-        .map(|(t, age)| (Handover::from_text(&t), age));
-    let seen = kept.as_ref().and_then(|(h, age)| {
-        let t = h.tunlink.as_ref()?;
-        let fresh = *age <= STATUS_FRESH && cfg.tunlink.as_ref().map_or(true, |c| c == t);
-        Some((t.clone(), h.status.clone()?)).filter(|_| fresh)
-    });
-    let kept = kept.and_then(|(h, _)| h.nft);
-    let Some(tunlink) = seen
-        .as_ref()
-        .map(|(t, _)| t.clone())
-        .or_else(|| tunlink_for(sys, iface, &cfg))
-    else {
+    let Some(tunlink) = tunlink_for(sys, iface, &cfg) else {
         return Err(Failure::Waiting(
             codes::NO_PREFIX,
             "no interface has a usable IPv6 prefix yet (set tunlink)".into(),
         ));
     };
-    let status = match &seen {
-        Some((t, v)) => parse_link(t, v),
-        None => link_status(sys, &tunlink),
-    };
-    let link = match status {
+    let link = match link_status(sys, &tunlink) {
         Ok(l) if l.up && !l.prefixes.is_empty() => l,
         Ok(l) if cfg.dynamic && !l.up && !l.pending => return Err(Failure::Gone(tunlink)),
         Ok(_) => {
@@ -518,7 +458,7 @@ fn try_setup(
         ));
     }
     let nft_at = std::time::Instant::now();
-    let (loaded, how) = load_table(sys, iface, kept.as_deref(), &script);
+    let (loaded, how) = load_table(sys, iface, &script);
     if let Err(e) = loaded {
         rollback(sys, iface, &owner, &state);
         return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
@@ -575,10 +515,13 @@ fn try_setup(
 fn load_table(
     sys: &mut dyn System,
     iface: &str,
-    kept: Option<&str>,
     script: &str,
 ) -> (Result<(), SysError>, &'static str) {
-    if let Some(update) = kept.and_then(|old| nft::update_script(old, script)) {
+    let kept = sys.take_note(Note::Kept, iface);
+    if let Some(update) = kept
+        .as_deref()
+        .and_then(|old| nft::update_script(old, script))
+    {
         match sys.nft_apply(&update) {
             Ok(()) => return (Ok(()), " refilled"),
             Err(e) => sys.log(&format!(
@@ -731,20 +674,11 @@ pub fn teardown_started_at(sys: &mut dyn System, iface: &str, started: &str) -> 
     }
     let table = table_for(iface);
     // Ending for a new mapping, the watch task asked to keep the table for the next setup.
-    let remap = sys
-        .take_note(Note::Remap, iface)
-        .filter(|(_, age)| *age <= REMAP_FRESH)
-        .map(|(t, _)| Handover::from_text(&t));
-    let kept = match (remap, &state) {
-        (Some(seen), Some(s)) if !s.nft.is_empty() => {
-            let note = Handover {
-                nft: Some(s.nft.clone()),
-                ..seen
-            };
-            sys.put_note(Note::Kept, iface, &note.to_text()).is_ok()
-        }
-        _ => false,
-    };
+    let remap = sys.take_note(Note::Remap, iface).is_some();
+    let kept = remap
+        && state
+            .as_ref()
+            .is_some_and(|s| !s.nft.is_empty() && sys.put_note(Note::Kept, iface, &s.nft).is_ok());
     if !kept {
         let _ = sys.take_note(Note::Kept, iface);
         if let Err(e) = sys.nft_delete(&table) {

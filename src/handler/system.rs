@@ -195,26 +195,19 @@ impl System for RealSystem {
     fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError> {
         crate::names::check_name("interface", iface)
             .map_err(|_| StateError::BadName(iface.to_string()))?;
-        let json = Value::String(text.to_string()).to_string();
         Ok(state::write_atomic(
             &self.note_dir(note),
             &format!("{iface}.json"),
-            json.as_bytes(),
+            text.as_bytes(),
         )?)
     }
 
-    fn take_note(&mut self, note: Note, iface: &str) -> Option<(String, Duration)> {
+    fn take_note(&mut self, note: Note, iface: &str) -> Option<String> {
         crate::names::check_name("interface", iface).ok()?;
         let dir = self.note_dir(note);
-        let path = dir.join(format!("{iface}.json"));
-        let age = std::fs::symlink_metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .map(|t| t.elapsed().unwrap_or_default());
-        let text = state::read_checked(&path).ok().flatten();
+        let text = state::read_checked(&dir.join(format!("{iface}.json")));
         state::remove(&dir, iface);
-        let text: String = serde_json::from_str(&text?).ok()?;
-        Some((text, age?))
+        text.ok().flatten()
     }
 
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {
@@ -284,7 +277,7 @@ pub struct DryRun {
     /// Runs when the next update (`notify_proto` action 0) arrives, before it is answered:
     /// tests put another setup there, as a restarted netifd would run one meanwhile.
     pub before_update: Option<Hook>,
-    /// The [`Note`]s left (each 0 s old when taken).
+    /// The [`Note`]s left.
     pub notes: Vec<(Note, String, String)>,
     fail: Option<Step>,
     owner: u32,
@@ -471,12 +464,12 @@ impl System for DryRun {
         Ok(())
     }
 
-    fn take_note(&mut self, note: Note, iface: &str) -> Option<(String, Duration)> {
+    fn take_note(&mut self, note: Note, iface: &str) -> Option<String> {
         let at = self
             .notes
             .iter()
             .position(|(n, i, _)| (*n, i.as_str()) == (note, iface))?;
-        Some((self.notes.remove(at).2, Duration::ZERO))
+        Some(self.notes.remove(at).2)
     }
 
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {

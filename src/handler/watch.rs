@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{link_value, resolve_for_link, tunlink_for, Handover, Note, System};
+use super::{link_status, resolve_for_link, tunlink_for, System};
 use crate::engine::{Mapping, PortParams};
 use crate::provision::netifd::{HandlerConfig, LinkStatus};
 
@@ -91,20 +91,16 @@ pub fn look(
     cfg: &HandlerConfig,
     status: Option<&Value>,
 ) -> Look {
-    let fetched;
-    let status = match status {
-        Some(v) => v,
-        None => match fetch(sys, iface, cfg) {
-            Ok((_, v)) => {
-                fetched = v;
-                &fetched
-            }
-            Err(e) => return Look::Unknown(e),
+    let link = match status {
+        Some(v) => LinkStatus::from_value(v).map_err(|e| e.to_string()),
+        None => match tunlink_for(sys, iface, cfg) {
+            None => return Look::Unknown("no tunnel link found".into()),
+            Some(t) => link_status(sys, &t).map_err(|e| e.to_string()),
         },
     };
-    let link = match LinkStatus::from_value(status) {
+    let link = match link {
         Ok(l) => l,
-        Err(e) => return Look::Unknown(e.to_string()),
+        Err(e) => return Look::Unknown(e),
     };
     if cfg.dynamic && !link.up && !link.pending {
         // The binding of this dhcpv6.script interface ended: setup removes it (see setup).
@@ -120,17 +116,6 @@ pub fn look(
         ),
         Err((_, why, _)) => Look::Unknown(why),
     }
-}
-
-/// Asks netifd for the tunnel link's status: the link's name and the status as netifd gives it.
-pub fn fetch(
-    sys: &mut dyn System,
-    iface: &str,
-    cfg: &HandlerConfig,
-) -> Result<(String, Value), String> {
-    let t = tunlink_for(sys, iface, cfg).ok_or("no tunnel link found")?;
-    let v = link_value(sys, &t).map_err(|e| e.to_string())?;
-    Ok((t, v))
 }
 
 /// What the task does after a look.
@@ -347,8 +332,8 @@ pub fn run(
     let mut usage_at = std::time::Instant::now() + super::usage::USAGE_EVERY;
     let mut owner_at = std::time::Instant::now();
     let mut confirming = false;
-    // A running interface looks once at once: its setup may have used the status the previous
-    // task saw (see [`super::Note`]), and a change since then came before our subscription.
+    // A running interface looks once at once: a change between its setup's look and the
+    // subscription would otherwise wait for the poll.
     let mut look_now = p.owner.is_some();
     loop {
         let now = std::time::Instant::now();
@@ -386,14 +371,8 @@ pub fn run(
         } else {
             events.next(wait)
         };
-        // The look, and the status it saw (the link's name and netifd's answer) for the next
-        // setup.
-        let (l, seen) = match woke {
-            Wake::Link(status) => {
-                let name = status.get("interface").and_then(Value::as_str);
-                let seen = name.map(|n| (n.to_string(), status.clone()));
-                (look(sys, p.iface, p.cfg, Some(&status)), seen)
-            }
+        let l = match woke {
+            Wake::Link(status) => look(sys, p.iface, p.cfg, Some(&status)),
             Wake::Other => continue,
             // Woken for the usage or the owner check: nothing to look at yet.
             Wake::Timeout
@@ -403,10 +382,7 @@ pub fn run(
             {
                 continue
             }
-            Wake::Timeout | Wake::Lost => match fetch(sys, p.iface, p.cfg) {
-                Ok(v) => (look(sys, p.iface, p.cfg, Some(&v.1)), Some(v)),
-                Err(e) => (Look::Unknown(e), None),
-            },
+            Wake::Timeout | Wake::Lost => look(sys, p.iface, p.cfg, None),
         };
         match watcher.feed(&l) {
             Verdict::Keep => confirming = false,
@@ -415,13 +391,7 @@ pub fn run(
                 // A running interface with a new mapping: the teardown that follows keeps the
                 // table for the setup to refill (see [`super::Note`]).
                 if p.owner.is_some() && matches!(l, Look::Maps(..)) {
-                    let (tunlink, status) = seen.unzip();
-                    let note = Handover {
-                        tunlink,
-                        status,
-                        nft: None,
-                    };
-                    if let Err(e) = sys.put_note(Note::Remap, p.iface, &note.to_text()) {
+                    if let Err(e) = sys.put_note(super::Note::Remap, p.iface, "") {
                         sys.log(&format!("mape: {}: {e}", p.iface));
                     }
                 }
