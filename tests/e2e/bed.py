@@ -1415,7 +1415,6 @@ class Bed:
             r.ubus("network.interface.wan6", "renew")
             back, t_reply = self.renew_and_wait(ce, m.ipv4, t0, DYN)
             p.interval = 0.2
-            r.stop("events")
             line = self.timeline(ce, DYN, t_reply, OPT94_PREFIX)
             t_up = time.time()
             # one setup: netifd did not reload (and so remove) the dynamic interface for its new
@@ -1423,10 +1422,14 @@ class Bed:
             setups = [t for t in self.log_times(ce, "netifd", t_reply, f"'{DYN}' is setting up now") if t <= t_up]
             c.expect(len(setups) == 1, f"{DYN} was set up {len(setups)} times for the renewal (netifd reloaded it?)")
             time.sleep(FLAP_WATCH)
+            r.stop("events")
             downs = self.log_times(ce, "netifd", t_up, f"'{DYN}' (is now down|has lost the connection)")
             o = p.outage(t_up, time.time() - p.wait)
             c.expect(not downs, f"{DYN} went down {len(downs)} time(s) after it came up on the new mapping")
-            c.expect(o["lost"] == 0, f"{o['lost']} probes lost after it came up")
+            lost = [round(t - t_reply, 2) for t in p.lost_between(t_up, time.time() - p.wait)]
+            updates = [round(t - t_reply, 2) for t in self.log_times(ce, "events", t_reply, '"interface":"wan6"')]
+            c.expect(o["lost"] == 0, f"{o['lost']} probes lost after it came up (sent +{lost} s after the Reply; "
+                                     f"wan6's updates +{updates})")
             c.expect(self.kernel_v4(ce, m.ipv4, DYN), f"{m.ipv4} not on map-{DYN} any more")
             c.expect(old_ce not in self.ce_addrs(ce), f"old CE address {old_ce} still on wan")
             c.problems += self.settled(ce, iface=DYN)

@@ -228,6 +228,11 @@ class Prober:
         for key in list(sel.get_map().values()):
             key.fileobj.close()
 
+    def lost_between(self, t0, t1):
+        """Send times of the probes sent in [t0, t1] that got no answer."""
+        with self.lock:
+            return [ts for _, ts, ta, _ in self.sent if t0 <= ts <= t1 and ta is None]
+
     def answered_after(self, t):
         """Time the first probe sent at or after t was answered (None: none yet)."""
         with self.lock:
