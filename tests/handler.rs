@@ -609,6 +609,23 @@ fn a_running_task_looks_once_at_start() {
     assert!(why.contains("240b:10:1111:2200::/56"), "{why}");
 }
 
+/// A new mapping with another number of port sets (another rule): no note, the teardown removes
+/// the table and the setup loads a new one.
+#[test]
+fn another_shape_is_not_refilled() {
+    let config = r#"{"tunlink":"wan6"}"#;
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    let owner = sys.state[0].owner.clone().unwrap();
+    // OCN: 63 port sets where v6plus has 15
+    sys.link_status = Some(status(&[("2400:4050:a0:c400::", 56)], &[]));
+    let why = run_task(&mut sys, config, vec![Wake::Timeout], &owner);
+    assert!(why.contains("now maps to"), "{why}");
+    assert!(sys.notes.is_empty(), "{:?}", sys.notes);
+    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+    assert!(sys.tables.is_empty());
+}
+
 /// A renumbering: the watch task ends for the new mapping and says so, the teardown keeps the
 /// table (and its script), and the setup refills that table with the new mapping instead of
 /// loading a new one. Anything else removes the table as before.

@@ -146,6 +146,15 @@ impl Watcher {
         }
     }
 
+    /// Whether the running mapping's table can be refilled for `m` (the next setup's, see
+    /// [`super::Note`]): the same number of port sets, which the bucket maps depend on. Else
+    /// the teardown removes the table and the setup loads a new one, as for any other setup.
+    pub fn refillable(&self, m: &MappingKey) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.ports.set_count() == m.ports.set_count())
+    }
+
     pub fn feed(&mut self, look: &Look) -> Verdict {
         match (look, &self.current) {
             (Look::Gone, _) => {
@@ -184,6 +193,16 @@ mod tests {
             ce: "2001:db8::1".parse().unwrap(),
             br: None,
         }
+    }
+
+    #[test]
+    fn refills_only_the_same_number_of_sets() {
+        let w = Watcher::new(Some(key("192.0.2.1", 3)));
+        assert!(w.refillable(&key("192.0.2.9", 200)));
+        let mut other = key("192.0.2.1", 3);
+        other.ports = PortParams::new(6, 8, 3).unwrap();
+        assert!(!w.refillable(&other));
+        assert!(!Watcher::new(None).refillable(&key("192.0.2.1", 3)));
     }
 
     #[test]
@@ -388,9 +407,9 @@ pub fn run(
             Verdict::Keep => confirming = false,
             Verdict::Confirm => confirming = true,
             Verdict::Restart(why) => {
-                // A running interface with a new mapping: the teardown that follows keeps the
-                // table for the setup to refill (see [`super::Note`]).
-                if p.owner.is_some() && matches!(l, Look::Maps(..)) {
+                // A running interface with a new mapping of the same shape: the teardown that
+                // follows keeps the table for the setup to refill (see [`super::Note`]).
+                if p.owner.is_some() && matches!(&l, Look::Maps(m, _) if watcher.refillable(m)) {
                     if let Err(e) = sys.put_note(super::Note::Remap, p.iface, "") {
                         sys.log(&format!("mape: {}: {e}", p.iface));
                     }
