@@ -595,17 +595,24 @@ fn run_task(sys: &mut DryRun, config: &str, events: Vec<Wake>, owner: &str) -> S
     )
 }
 
-/// A running task looks at the link once when it starts: a renumbering between its setup's look
-/// and its subscription is not left to the poll.
-#[test]
-fn a_running_task_looks_once_at_start() {
+/// Sets `wanmap` up on 240b:10:3f6c:d400::/56 (v6plus), then runs its task while netifd
+/// answers with prefix `to` and sends no notification at all: the task's first look and its
+/// confirmation (after a short wait) decide. The system and why the task ended.
+fn task_after_setup_sees(to: &str) -> (DryRun, String) {
     let config = r#"{"tunlink":"wan6"}"#;
     let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
     assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
     let owner = sys.state[0].owner.clone().unwrap();
-    sys.link_status = Some(status(&[("240b:10:1111:2200::", 56)], &[]));
-    // No notification at all: the first look and its confirmation (after a short wait) decide.
+    sys.link_status = Some(status(&[(to, 56)], &[]));
     let why = run_task(&mut sys, config, vec![Wake::Timeout], &owner);
+    (sys, why)
+}
+
+/// A running task looks at the link once when it starts: a renumbering between its setup's look
+/// and its subscription is not left to the poll.
+#[test]
+fn a_running_task_looks_once_at_start() {
+    let (_, why) = task_after_setup_sees("240b:10:1111:2200::");
     assert!(why.contains("240b:10:1111:2200::/56"), "{why}");
 }
 
@@ -613,13 +620,8 @@ fn a_running_task_looks_once_at_start() {
 /// the table and the setup loads a new one.
 #[test]
 fn another_shape_is_not_refilled() {
-    let config = r#"{"tunlink":"wan6"}"#;
-    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
-    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
-    let owner = sys.state[0].owner.clone().unwrap();
     // OCN: 63 port sets where v6plus has 15
-    sys.link_status = Some(status(&[("2400:4050:a0:c400::", 56)], &[]));
-    let why = run_task(&mut sys, config, vec![Wake::Timeout], &owner);
+    let (mut sys, why) = task_after_setup_sees("2400:4050:a0:c400::");
     assert!(why.contains("now maps to"), "{why}");
     assert!(sys.notes.is_empty(), "{:?}", sys.notes);
     assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
