@@ -405,14 +405,24 @@ pub fn write_atomic(dir: &Path, file: &str, contents: &[u8]) -> Result<(), State
     write_atomic_with(dir, file, contents, || Ok(()))
 }
 
-/// Saves `state` as `dir/<name>.json`.
-pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
-    let path = file_for(dir, &state.name)?;
-    let name = path
+/// Writes `dir/<name>.json` atomically (`name` a checked interface name).
+pub fn write_named(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StateError> {
+    let path = file_for(dir, name)?;
+    let file = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    write_atomic(dir, name, state.to_json().to_string().as_bytes())
+    write_atomic(dir, file, contents)
+}
+
+/// Reads `dir/<name>.json` as [`read_checked`] does (`name` a checked interface name).
+pub fn read_named(dir: &Path, name: &str) -> Result<Option<String>, StateError> {
+    read_checked(&file_for(dir, name)?)
+}
+
+/// Saves `state` as `dir/<name>.json`.
+pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
+    write_named(dir, &state.name, state.to_json().to_string().as_bytes())
 }
 
 /// Reads a file written by [`write_atomic`], refusing one that root (or we) did not write or

@@ -175,8 +175,7 @@ impl System for RealSystem {
     }
 
     fn failures(&mut self, iface: &str) -> u32 {
-        let path = self.failures_dir().join(format!("{iface}.json"));
-        state::read_checked(&path)
+        state::read_named(&self.failures_dir(), iface)
             .ok()
             .flatten()
             .and_then(|t| t.trim().parse().ok())
@@ -187,25 +186,22 @@ impl System for RealSystem {
         let dir = self.failures_dir();
         if n == 0 {
             state::remove(&dir, iface);
-        } else if crate::names::check_name("interface", iface).is_ok() {
-            let _ = state::write_atomic(&dir, &format!("{iface}.json"), n.to_string().as_bytes());
+        } else {
+            let _ = state::write_named(&dir, iface, n.to_string().as_bytes());
         }
     }
 
     fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError> {
-        crate::names::check_name("interface", iface)
-            .map_err(|_| StateError::BadName(iface.to_string()))?;
-        Ok(state::write_atomic(
+        Ok(state::write_named(
             &self.note_dir(note),
-            &format!("{iface}.json"),
+            iface,
             text.as_bytes(),
         )?)
     }
 
     fn take_note(&mut self, note: Note, iface: &str) -> Option<String> {
-        crate::names::check_name("interface", iface).ok()?;
         let dir = self.note_dir(note);
-        let text = state::read_checked(&dir.join(format!("{iface}.json")));
+        let text = state::read_named(&dir, iface);
         state::remove(&dir, iface);
         text.ok().flatten()
     }
