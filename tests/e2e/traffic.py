@@ -174,7 +174,7 @@ class Prober:
 
       p = Prober(server, port); p.start(starter)   # starter runs p's loop on a namespace thread
       t0 = time.time(); ...event...; p.wait_back(t0, timeout)
-      p.outage(t0, t1) -> {"lost", "out_s", "back_s"}; p.stop()
+      p.outage(t0, t1) -> {"lost", "lost_at", "out_s", "back_s"}; p.stop()
       p.first_via(t, ipv4) -> (send time, answer time) of the first probe sent at or after t
                               that the server saw from ipv4 (None: none yet)
     """
@@ -228,11 +228,6 @@ class Prober:
         for key in list(sel.get_map().values()):
             key.fileobj.close()
 
-    def lost_between(self, t0, t1):
-        """Send times of the probes sent in [t0, t1] that got no answer."""
-        with self.lock:
-            return [ts for _, ts, ta, _ in self.sent if t0 <= ts <= t1 and ta is None]
-
     def answered_after(self, t):
         """Time the first probe sent at or after t was answered (None: none yet)."""
         with self.lock:
@@ -261,12 +256,13 @@ class Prober:
 
     def outage(self, t0, t1):
         """Probes sent in [t0, t1] (those sent less than `wait` s before the last answer
-        count only once judged). lost: unanswered; out_s: from the first lost probe to the
-        first answered one after the last lost probe; back_s: that answer's send time - t0."""
+        count only once judged). lost: unanswered (lost_at: their send times); out_s: from the
+        first lost probe to the first answered one after the last lost probe; back_s: that
+        answer's send time - t0."""
         with self.lock:
             rows = [(ts, ta) for _, ts, ta, _ in self.sent if t0 <= ts <= t1]
         lost = [ts for ts, ta in rows if ta is None]
-        res = {"probes": len(rows), "lost": len(lost), "out_s": 0.0, "back_s": 0.0}
+        res = {"probes": len(rows), "lost": len(lost), "lost_at": lost, "out_s": 0.0, "back_s": 0.0}
         if not lost:
             return res
         after = [ts for ts, ta in rows if ta is not None and ts > lost[-1]]
