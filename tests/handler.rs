@@ -1,7 +1,7 @@
 //! The netifd handler fed netifd-shaped config JSON and ubus status JSON, checked field by
 //! field (through the dry-run system, which records instead of acting).
 
-use mape::handler::{self, DryRun, Note, Step, System, Verdict, Wake, Watcher};
+use mape::handler::{self, DryRun, Step, Verdict, Wake, Watcher};
 use serde_json::{json, Value};
 
 const EXE: &str = "/usr/sbin/mape";
@@ -463,11 +463,14 @@ fn watch_never_restarts_on_a_failed_status_or_a_link_that_is_not_up() {
 /// A scripted stand-in for netifd's notifications.
 struct Script(std::collections::VecDeque<Wake>);
 
+/// What [`Script`] panics with when the task asks for more events than scripted.
+struct WantedMore;
+
 impl handler::watch::Events for Script {
     fn next(&mut self, _wait: std::time::Duration) -> Wake {
         self.0
             .pop_front()
-            .expect("the task wanted more events than scripted")
+            .unwrap_or_else(|| std::panic::panic_any(WantedMore))
     }
     fn subscribed(&self) -> bool {
         true
@@ -562,12 +565,6 @@ impl handler::System for Wrapped<'_> {
     fn set_failures(&mut self, i: &str, n: u32) {
         self.sys.set_failures(i, n)
     }
-    fn put_note(&mut self, n: Note, i: &str, t: &str) -> Result<(), handler::SysError> {
-        self.sys.put_note(n, i, t)
-    }
-    fn take_note(&mut self, n: Note, i: &str) -> Option<String> {
-        self.sys.take_note(n, i)
-    }
     fn wait_exited(&mut self, pid: u32, limit: std::time::Duration) -> bool {
         self.sys.wait_exited(pid, limit)
     }
@@ -577,28 +574,38 @@ impl handler::System for Wrapped<'_> {
 }
 
 /// Runs the proto task of the setup with token `owner` (prefix 240b:10:3f6c:d400::/56) over
-/// scripted notifications; why it ended.
-fn run_task(sys: &mut DryRun, config: &str, events: Vec<Wake>, owner: &str) -> String {
+/// scripted notifications; why it ended, or `None` if it was still running when the script
+/// ran out (it asked for another event).
+fn run_task(sys: &mut DryRun, config: &str, events: Vec<Wake>, owner: &str) -> Option<String> {
     let (cfg, key) =
         handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
-    handler::watch::run(
-        sys,
-        &mut Script(events.into()),
-        &mut Watcher::new(key),
-        handler::watch::TaskParams {
-            iface: "wanmap",
-            cfg: &cfg,
-            retry_after: None,
-            usage: None,
-            owner: Some(owner),
-        },
-    )
+    let mut events = Script(events.into());
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler::watch::run(
+            sys,
+            &mut events,
+            &mut Watcher::new(key),
+            handler::watch::TaskParams {
+                iface: "wanmap",
+                cfg: &cfg,
+                retry_after: None,
+                usage: None,
+                owner: Some(owner),
+            },
+        )
+    }));
+    match ran {
+        Ok(why) => Some(why),
+        Err(p) if p.is::<WantedMore>() => None,
+        Err(p) => std::panic::resume_unwind(p),
+    }
 }
 
 /// Sets `wanmap` up on 240b:10:3f6c:d400::/56 (v6plus), then runs its task while netifd
 /// answers with prefix `to` and sends no notification at all: the task's first look and its
-/// confirmation (after a short wait) decide. The system and why the task ended.
-fn task_after_setup_sees(to: &str) -> (DryRun, String) {
+/// confirmation (after a short wait) decide. The system and why the task ended (`None`: it runs
+/// on).
+fn task_after_setup_sees(to: &str) -> (DryRun, Option<String>) {
     let config = r#"{"tunlink":"wan6"}"#;
     let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
     assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
@@ -609,69 +616,104 @@ fn task_after_setup_sees(to: &str) -> (DryRun, String) {
 }
 
 /// A running task looks at the link once when it starts: a renumbering between its setup's look
-/// and its subscription is not left to the poll.
+/// and its subscription is not left to the poll (the task follows it in place).
 #[test]
 fn a_running_task_looks_once_at_start() {
-    let (_, why) = task_after_setup_sees("240b:10:1111:2200::");
-    assert!(why.contains("240b:10:1111:2200::/56"), "{why}");
+    let (sys, why) = task_after_setup_sees("240b:10:1111:2200::");
+    assert_eq!(why, None, "the task runs on");
+    assert_eq!(sys.state[0].prefix, "240b:10:1111:2200::/56");
+    assert!(
+        sys.log
+            .iter()
+            .any(|l| l.contains("240b:10:1111:2200::/56 now maps to")),
+        "{:?}",
+        sys.log
+    );
 }
 
-/// A new mapping with another number of port sets (another rule): no note, the teardown removes
-/// the table and the setup loads a new one.
-#[test]
-fn another_shape_is_not_refilled() {
-    // OCN: 63 port sets where v6plus has 15
-    let (mut sys, why) = task_after_setup_sees("2400:4050:a0:c400::");
-    assert!(why.contains("now maps to"), "{why}");
-    assert!(sys.notes.is_empty(), "{:?}", sys.notes);
-    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
-    assert!(sys.tables.is_empty());
+/// The notify_proto calls of the dry run since call `from`, each as (action, link-up).
+fn notifies(sys: &DryRun, from: usize) -> Vec<(i64, Option<bool>)> {
+    sys.calls[from..]
+        .iter()
+        .filter(|c| c["method"] == "notify_proto")
+        .map(|c| {
+            (
+                c["args"]["action"].as_i64().unwrap(),
+                c["args"]["link-up"].as_bool(),
+            )
+        })
+        .collect()
 }
 
-/// A renumbering: the watch task ends for the new mapping and says so, the teardown keeps the
-/// table (and its script), and the setup refills that table with the new mapping instead of
-/// loading a new one. Anything else removes the table as before.
+/// A renumbering of a running interface is followed by its proto task, in place: netifd is told
+/// the link is lost, the CE address moves, the table is refilled, and the update brings the
+/// interface up on the new mapping (a tunnel with the new local address); the task runs on
+/// with the new mapping, and a teardown later removes everything.
 #[test]
-fn a_renumbering_refills_the_kept_table() {
+fn a_renumbering_is_followed_in_place() {
     let config = r#"{"tunlink":"wan6"}"#;
-    let old = status(&[("240b:10:3f6c:d400::", 56)], &[]);
-    let new = status(&[("240b:10:1111:2200::", 56)], &[]);
-    let mut sys = DryRun::new(Some(old.clone()));
+    let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
     assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
-    let owner = sys.state[0].owner.clone().unwrap();
-    let whole = sys.nft[0].clone();
-
-    // The task of that setup sees the new prefix in a notification and confirms it.
+    let before = sys.state[0].clone();
+    let owner = before.owner.clone().unwrap();
+    let from = sys.calls.len();
+    let new = status(&[("240b:10:1111:2200::", 56)], &[]);
     let mut link = new.clone();
     link["interface"] = json!("wan6");
-    // netifd answers the confirming status call with the new prefix too.
     sys.link_status = Some(new.clone());
+    // The notification, the confirming look; then the same prefix again: nothing more to do.
+    let same = link.clone();
     let why = run_task(
         &mut sys,
         config,
-        vec![Wake::Link(link), Wake::Timeout],
+        vec![Wake::Link(link), Wake::Timeout, Wake::Link(same)],
         &owner,
     );
-    assert!(why.contains("now maps to"), "{why}");
-    assert!(
-        sys.notes
-            .iter()
-            .any(|(n, i, _)| *n == Note::Remap && i == "wanmap"),
-        "{:?}",
-        sys.notes
-    );
-
-    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
-    assert_eq!(sys.tables, ["mape_wanmap"], "the table stays for the setup");
-    assert!(sys.addresses.is_empty() && sys.state.is_empty());
-    assert_eq!(sys.notes.len(), 1);
+    assert_eq!(why, None, "the task runs on: {:?}", sys.log);
+    let after = sys.state[0].clone();
     assert_eq!(
-        (sys.notes[0].0, sys.notes[0].2.as_str()),
-        (Note::Kept, whole.as_str())
+        after.owner.as_deref(),
+        Some(owner.as_str()),
+        "the same owner"
     );
-
-    sys.link_status = Some(new.clone());
-    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+    assert_eq!(after.prefix, "240b:10:1111:2200::/56");
+    assert_ne!(after.ce, before.ce);
+    assert_eq!(
+        sys.addresses,
+        [("wan".to_string(), after.ce)],
+        "only the new CE address"
+    );
+    assert_eq!(sys.tables, ["mape_wanmap"]);
+    // netifd: the task's host dependency, the link loss, then the update; nothing else (no
+    // restart, no new task)
+    assert_eq!(
+        notifies(&sys, from),
+        [(6, None), (0, Some(false)), (0, Some(true))]
+    );
+    let update = sys.calls[from..]
+        .iter()
+        .rfind(|c| c["method"] == "notify_proto")
+        .unwrap();
+    assert_eq!(
+        update["args"]["tunnel"]["local"],
+        json!(after.ce.to_string())
+    );
+    // the order: link lost, old address gone, new one added, table refilled, update
+    let steps: Vec<String> = sys.calls[from..]
+        .iter()
+        .filter(|c| c["method"] != "wait_exited" && c["args"]["action"] != 6)
+        .map(|c| format!("{} {}", c["method"].as_str().unwrap(), c["args"]["link-up"]))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "notify_proto false",
+            "addr_del null",
+            "addr_add null",
+            "notify_proto true"
+        ],
+        "{steps:?}"
+    );
     let refill = sys.nft.last().unwrap();
     assert!(
         refill.contains("flush chain ip mape_wanmap set_0") && !refill.contains("vmap"),
@@ -679,60 +721,188 @@ fn a_renumbering_refills_the_kept_table() {
     );
     assert!(refill.contains(&format!(
         "snat ip to {}",
-        sys.state[0].mapping.as_ref().unwrap().ipv4
+        after.mapping.as_ref().unwrap().ipv4
     )));
-    // The state keeps the whole script: `reapply` (after `fw4 flush`) loads it.
-    let st = &sys.state[0].nft;
+    assert!(after.nft.contains("vmap") && after.nft.contains("240b:10:1111:2200::/56"));
     assert!(
-        st.starts_with("# mape-rs") && st.contains("vmap") && st.contains("240b:10:1111:2200::/56")
-    );
-    assert!(sys.log.iter().any(|l| l.contains("up:")), "{:?}", sys.log);
-    assert!(
-        sys.notes.is_empty(),
-        "the setup took the note: {:?}",
-        sys.notes
-    );
-
-    // A teardown without the task's note (ifdown): the table goes, a stale kept script too.
-    sys.put_note(Note::Kept, "wanmap", &whole).unwrap();
-    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
-    assert!(
-        sys.tables.is_empty() && sys.notes.is_empty(),
-        "{:?} {:?}",
-        sys.tables,
-        sys.notes
-    );
-
-    // The kept table is gone (`fw4 flush` meanwhile): the refill fails as a whole and the setup
-    // loads the whole script.
-    sys.link_status = Some(old);
-    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
-    sys.put_note(Note::Remap, "wanmap", "").unwrap();
-    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
-    sys.tables.clear();
-    sys.link_status = Some(new);
-    let n = sys.nft.len();
-    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
-    assert_eq!(
-        sys.nft.len(),
-        n + 1,
-        "the failed refill is not recorded, the whole script is"
-    );
-    assert!(sys.nft[n].starts_with("# mape-rs") && sys.nft[n].contains("vmap"));
-    assert_eq!(sys.tables, ["mape_wanmap"]);
-    assert!(
-        sys.log.iter().any(|l| l.contains("loading it whole")),
+        sys.log
+            .iter()
+            .any(|l| l.contains("up: ") && l.contains("240b:10:1111:2200::/56")),
         "{:?}",
         sys.log
     );
 
-    // A task's note whose teardown never came (netifd restarted meanwhile): the next setup drops
-    // it, and a later teardown removes the table.
-    sys.put_note(Note::Remap, "wanmap", "").unwrap();
-    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
-    assert!(sys.notes.is_empty(), "{:?}", sys.notes);
     assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
-    assert!(sys.tables.is_empty() && sys.notes.is_empty());
+    assert!(sys.tables.is_empty() && sys.addresses.is_empty() && sys.state.is_empty());
+}
+
+/// A step of the renumbering in place fails: before netifd took the interface down (the status
+/// call, the link loss) nothing changed; after it, the state names what is there. Either way the
+/// task ends (netifd tears the interface down and sets it up again) and the teardown leaves
+/// nothing behind.
+#[test]
+fn a_failed_renumbering_in_place_ends_the_task_and_leaves_nothing() {
+    let config = r#"{"tunlink":"wan6"}"#;
+    for (step, untouched) in [
+        (Step::LinkStatus, true),
+        (Step::Notify(0), true),
+        (Step::SaveState, false),
+        (Step::AddrAdd, false),
+        (Step::NftApply, false),
+    ] {
+        let mut sys = DryRun::new(Some(status(&[("240b:10:3f6c:d400::", 56)], &[])));
+        assert_eq!(handler::setup(&mut sys, EXE, "wanmap", config), 0);
+        let owner = sys.state[0].owner.clone().unwrap();
+        let old_ce = sys.state[0].ce;
+        let new = status(&[("240b:10:1111:2200::", 56)], &[]);
+        let mut link = new.clone();
+        link["interface"] = json!("wan6");
+        sys.link_status = Some(new);
+        // The notification and the confirming look work; the step fails in the renumbering.
+        let mut calls = 0;
+        let why = {
+            let mut failing = FailLater {
+                sys: &mut sys,
+                step,
+                after_status: 1,
+                calls: &mut calls,
+            };
+            let (cfg, key) =
+                handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap()))
+                    .unwrap();
+            handler::watch::run(
+                &mut failing,
+                &mut Script(vec![Wake::Link(link), Wake::Timeout].into()),
+                &mut Watcher::new(key),
+                handler::watch::TaskParams {
+                    iface: "wanmap",
+                    cfg: &cfg,
+                    retry_after: None,
+                    usage: None,
+                    owner: Some(&owner),
+                },
+            )
+        };
+        sys.fail_on(None);
+        assert!(why.contains("now maps to"), "{step:?}: {why}");
+        // Untouched: the old CE address is still there (after the link loss it goes first).
+        assert_eq!(
+            sys.addresses.iter().any(|(_, a)| *a == old_ce),
+            untouched,
+            "{step:?}: {:?}",
+            sys.addresses
+        );
+        assert!(
+            sys.log.iter().any(|l| l.contains(if untouched {
+                "not in place"
+            } else {
+                "renumbering in place failed"
+            })),
+            "{step:?}: {:?}",
+            sys.log
+        );
+        // netifd ends nothing else: no update was sent after a failure
+        assert!(!sys
+            .log
+            .iter()
+            .any(|l| l.contains("up: ") && l.contains("1111")));
+        assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+        assert!(
+            sys.tables.is_empty() && sys.addresses.is_empty() && sys.state.is_empty(),
+            "{step:?}: {:?} {:?} {:?}",
+            sys.tables,
+            sys.addresses,
+            sys.state
+        );
+    }
+}
+
+/// A dry run that makes `step` fail once more than `after_status` link status calls were made
+/// (the renumbering's own status call is the one after the task's looks).
+struct FailLater<'a> {
+    sys: &'a mut DryRun,
+    step: Step,
+    after_status: u32,
+    calls: &'a mut u32,
+}
+
+impl FailLater<'_> {
+    fn arm(&mut self) {
+        if *self.calls > self.after_status {
+            self.sys.fail_on(Some(self.step));
+        }
+    }
+}
+
+impl handler::System for FailLater<'_> {
+    fn ubus_call(&mut self, o: &str, m: &str, a: &Value) -> Result<Value, handler::SysError> {
+        if m == "status" {
+            *self.calls += 1;
+        }
+        self.arm();
+        self.sys.ubus_call(o, m, a)
+    }
+    fn nft_apply(&mut self, s: &str) -> Result<(), handler::SysError> {
+        self.arm();
+        self.sys.nft_apply(s)
+    }
+    fn addr_add(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        self.arm();
+        self.sys.addr_add(d, a)
+    }
+    fn addr_del(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        self.sys.addr_del(d, a)
+    }
+    fn link_mtu(&mut self, d: &str) -> Option<u32> {
+        self.sys.link_mtu(d)
+    }
+    fn save_state(&mut self, s: &mape::state::State) -> Result<(), handler::SysError> {
+        self.arm();
+        self.sys.save_state(s)
+    }
+    fn load_state(&mut self, i: &str) -> Option<mape::state::State> {
+        self.sys.load_state(i)
+    }
+    fn clear_state(&mut self, i: &str) {
+        self.sys.clear_state(i)
+    }
+    fn state_ifaces(&mut self) -> Vec<String> {
+        self.sys.state_ifaces()
+    }
+    fn owner_token(&mut self) -> String {
+        self.sys.owner_token()
+    }
+    fn failures(&mut self, i: &str) -> u32 {
+        self.sys.failures(i)
+    }
+    fn set_failures(&mut self, i: &str, n: u32) {
+        self.sys.set_failures(i, n)
+    }
+    fn wait_exited(&mut self, pid: u32, limit: std::time::Duration) -> bool {
+        self.sys.wait_exited(pid, limit)
+    }
+    fn log(&mut self, l: &str) {
+        self.sys.log(l)
+    }
+}
+
+/// A new mapping under another rule (OCN: another BR, and 63 port sets where v6plus has 15): not
+/// in place (the host dependency is on the old BR) and no note: the task ends, the teardown
+/// removes the table and the setup loads a new one.
+#[test]
+fn another_shape_is_not_refilled() {
+    let (mut sys, why) = task_after_setup_sees("2400:4050:a0:c400::");
+    let why = why.expect("the task ended");
+    assert!(why.contains("now maps to"), "{why}");
+    assert!(
+        sys.log
+            .iter()
+            .any(|l| l.contains("not in place (the BR changed)")),
+        "{:?}",
+        sys.log
+    );
+    assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
+    assert!(sys.tables.is_empty());
 }
 
 #[test]
@@ -1073,7 +1243,7 @@ fn a_leftover_watch_task_ends_once_another_setup_owns_the_interface() {
         0
     );
     assert!(!handler::owns(&mut sys, "wanmap", &first));
-    let why = run_task(&mut sys, r#"{"tunlink":"wan6"}"#, Vec::new(), &first);
+    let why = run_task(&mut sys, r#"{"tunlink":"wan6"}"#, Vec::new(), &first).expect("ended");
     assert!(why.contains("another setup owns"), "{why}");
 }
 

@@ -14,7 +14,7 @@ use mape::engine::{
 };
 use mape::provision::builtin::IspChoice;
 use mape::provision::{resolve, RuleSource};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 mod common;
 use common::{root_tests, run, sh, tempdir, FakeNetifd, Netns, BIN};
@@ -183,21 +183,29 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         Some(3),
         "the watch task must see the change"
     );
-    // The task that ends for the new mapping leaves this note (tests/handler.rs runs the task;
-    // this one carries no link status, so the setup asks netifd): the teardown keeps the table,
-    // and the setup refills it in place.
-    std::fs::create_dir_all(dir.join("state/remap")).unwrap();
-    std::fs::write(dir.join("state/remap/wanmap.json"), "").unwrap();
-    ns.exec(&teardown);
-    assert!(ns.exec("nft list tables").contains("table ip mape_wanmap"));
-    assert!(dir.join("state/kept/wanmap.json").exists());
-    let out = ns.try_exec(&setup);
+    // The task of the running setup (its owner token) follows the new mapping in place: the
+    // link loss and the update go to netifd, the CE address moves, and the table is refilled.
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/wanmap.json")).unwrap())
+            .unwrap();
+    let owner = state["owner"].as_str().unwrap().to_string();
+    let before = netifd.calls().len();
+    let out = ns.try_exec(&format!("{watch} --owner {owner}"));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && log.contains(" refilled, update"),
+        out.status.success() && log.contains("(in place ") && log.contains(" refilled, update"),
         "{log}"
     );
-    assert!(!dir.join("state/kept/wanmap.json").exists());
+    let notified: Vec<Value> = netifd.calls()[before..]
+        .iter()
+        .filter(|c| c["action"] == 0)
+        .map(|c| c["link-up"].clone())
+        .collect();
+    assert_eq!(
+        notified,
+        [json!(false), json!(true)],
+        "link loss, then the update"
+    );
     let addrs = ns.exec("ip -6 addr show dev wan");
     assert!(!addrs.contains(ce), "{addrs}");
     assert!(
@@ -205,7 +213,7 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
         "{addrs}"
     );
     // The refilled table is the one the new mapping's whole script makes (`reapply` loads the
-    // saved script after deleting it).
+    // saved script, which names the new prefix, after deleting it).
     let refilled = ns.exec("nft list table ip mape_wanmap");
     assert!(
         refilled.contains("snat ip to 106.72.17.17:") || refilled.contains("snat to 106.72.17.17:"),

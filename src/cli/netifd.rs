@@ -50,8 +50,9 @@ pub struct NetifdArgs {
     /// interface's state names another owner (a newer setup took over).
     #[arg(long, value_name = "TOKEN")]
     pub owner: Option<String>,
-    /// watch: look once (twice if the mapping seems to have changed, to confirm), print the
-    /// verdict and exit (0 same, 3 changed).
+    /// watch: look once (twice if the mapping seems to have changed, to confirm), do what the
+    /// task would (with --owner: follow a new mapping in place) and exit: 0 running on, 3 the
+    /// task would end (printing why).
     #[arg(long)]
     pub once: bool,
 }
@@ -145,13 +146,19 @@ pub fn run(a: &NetifdArgs) -> Result<i32, Failure> {
             let mut sys = RealSystem::new();
             let mut watcher = handler::Watcher::new(key);
             if a.once {
-                let mut verdict = watcher.feed(&handler::watch::look(&mut sys, iface, &cfg, None));
-                if verdict == handler::Verdict::Confirm {
+                // What the task does at one look (with --owner: a running interface's, which
+                // follows a new mapping in place): 3 when it would end.
+                let owner = a.owner.as_deref();
+                let mut look = || handler::watch::look(&mut sys, iface, &cfg, None);
+                // (a look that decides at once decides the same when `act` feeds it again)
+                let mut l = look();
+                if watcher.feed(&l) == handler::Verdict::Confirm {
                     std::thread::sleep(handler::watch::CONFIRM_AFTER);
-                    verdict = watcher.feed(&handler::watch::look(&mut sys, iface, &cfg, None));
+                    l = look();
                 }
-                return Ok(match verdict {
-                    handler::Verdict::Restart(why) => {
+                let act = handler::watch::act(&mut sys, &mut watcher, &l, iface, &cfg, owner);
+                return Ok(match act {
+                    handler::watch::Act::End(why) => {
                         eprintln!("mape: {iface}: {why}");
                         3
                     }

@@ -17,7 +17,8 @@
 //! 5. load our nft table (one atomic `nft -f`);
 //! 6. send the update (tunnel, IPv4, default route, zone, `data.mape`);
 //! 7. start the proto task that watches the link ([`watch`]): when the mapping changes it
-//!    exits, netifd tears us down and, because nothing blocked the restart, sets us up again.
+//!    follows it in place ([`renumber`]), or else exits, and netifd tears us down and, because
+//!    nothing blocked the restart, sets us up again.
 //!    Once the setup has exited, the task registers the host dependency on the route to the BR
 //!    through the tunnel link ([`depend`]), so netifd takes us down and back up with the link.
 
@@ -76,10 +77,6 @@ pub trait System {
         let _ = (iface, status);
         Ok(())
     }
-    /// Leaves a [`Note`] for the handler's next run (replacing one there).
-    fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError>;
-    /// Takes (reads and removes) a [`Note`].
-    fn take_note(&mut self, note: Note, iface: &str) -> Option<String>;
     /// Waits up to `limit` until process `pid` has exited and been reaped; whether it has.
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool;
     /// Whether log lines may carry durations (a dry run's output must not vary from run to run).
@@ -88,18 +85,6 @@ pub trait System {
     }
     /// A line for the netifd log.
     fn log(&mut self, line: &str);
-}
-
-/// What one run of the handler leaves for the next: a renumbering refills the table of the old
-/// mapping instead of loading a new one (see [`nft::update_script`]). The watch task ending for
-/// a new mapping writes [`Note::Remap`]; the teardown that follows (netifd starts it at once)
-/// then keeps the table and writes its script as [`Note::Kept`], and the setup after it refills
-/// that table. A teardown without a `Remap` (ifdown, a restart, a config change) removes the table
-/// as always; every setup drops a `Remap` left over (its teardown never came).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Note {
-    Remap,
-    Kept,
 }
 
 /// Exit statuses of the handler's actions.
@@ -272,8 +257,6 @@ pub fn setup(sys: &mut dyn System, exe: &str, iface: &str, config_json: &str) ->
         sys.log(&format!("mape: {e}"));
         return FAILED;
     }
-    // A note of a task whose teardown never came (netifd restarted meanwhile) is moot now.
-    let _ = sys.take_note(Note::Remap, iface);
     let failure = match try_setup(sys, iface, config_json) {
         Ok((prefix, owner)) => {
             sys.set_failures(iface, 0);
@@ -394,6 +377,74 @@ fn try_setup(
             format!("tunlink {tunlink}: no device"),
         ));
     };
+    let owner = sys.owner_token();
+    let plan = plan(sys, iface, &cfg, &tunlink, &dev, &resolved, &owner)?;
+    let (state, ce) = (&plan.state, plan.state.ce);
+
+    // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
+    // manual `ifup`) must not leave the previous prefix's CE address behind.
+    let previous = sys.load_state(iface);
+    if let Some(old) = &previous {
+        if (old.dev.as_str(), old.ce) != (dev.as_str(), ce) {
+            let _ = sys.addr_del(&old.dev, old.ce);
+        }
+    }
+    // Claim the interface before changing anything: a setup still running from an earlier
+    // netifd (after `network restart`) sees that it no longer owns it and leaves our address
+    // and table alone when it rolls back.
+    if let Err(e) = sys.save_state(state) {
+        return Err(Failure::Transient(
+            codes::ADDR_FAILED,
+            format!("cannot save the state: {e}"),
+        ));
+    }
+    if let Err(e) = sys.addr_add(&dev, ce) {
+        rollback(sys, iface, &owner, state);
+        return Err(Failure::Transient(
+            codes::ADDR_FAILED,
+            format!("adding {ce}/128 to {dev}: {e}"),
+        ));
+    }
+    let nft_at = std::time::Instant::now();
+    if let Err(e) = sys.nft_apply(&state.nft) {
+        rollback(sys, iface, &owner, state);
+        return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
+    }
+    let update_at = std::time::Instant::now();
+    if let Err(e) = notify(sys, plan.update.clone()) {
+        rollback(sys, iface, &owner, state);
+        return Err(Failure::Transient(
+            codes::UPDATE_FAILED,
+            format!("netifd refused the update: {e}"),
+        ));
+    }
+    // The host dependency comes from the proto task once this process has exited: see
+    // [`depend`].
+    log_up(sys, iface, &plan, "setup", [started, nft_at, update_at], "");
+    Ok((resolved.mapping.prefix, owner))
+}
+
+/// What a setup, or a renumbering in place, puts on the system for one mapping: the state it
+/// saves (with the whole nft script and the owner token) and the update for netifd.
+struct Plan {
+    state: State,
+    update: Value,
+    /// Where the mapping comes from, for the log.
+    origin: String,
+    br: Option<Ipv6Addr>,
+    /// The CE address lies outside the prefix (subnet 0 of the end-user prefix): the log says so.
+    ce_outside: Option<(String, String)>,
+}
+
+fn plan(
+    sys: &mut dyn System,
+    iface: &str,
+    cfg: &HandlerConfig,
+    tunlink: &str,
+    dev: &str,
+    resolved: &Resolved,
+    owner: &str,
+) -> Result<Plan, Failure> {
     let m = &resolved.mapping;
     let ifname = ifname_for(iface);
     let table = table_for(iface);
@@ -412,124 +463,209 @@ fn try_setup(
         origin: &origin,
     })
     .map_err(|e| Failure::Config(codes::INVALID_OPTION, e.to_string()))?;
-    let mtu = cfg.tunnel_mtu(sys.link_mtu(&dev));
-    let ce = m.ce.addr();
-    let owner = sys.owner_token();
+    let mtu = cfg.tunnel_mtu(sys.link_mtu(dev));
+    let update = msg::update(&UpdateParams {
+        iface,
+        ifname: &ifname,
+        tunlink,
+        mtu,
+        config: cfg,
+        resolved,
+    });
     let state = State {
         frontend: Frontend::Netifd,
         name: iface.to_string(),
-        ifname: ifname.clone(),
-        table: table.clone(),
-        dev: dev.clone(),
-        ce,
+        ifname,
+        table,
+        dev: dev.to_string(),
+        ce: m.ce.addr(),
         prefix: m.prefix.to_string(),
-        tunlink: Some(tunlink.clone()),
-        nft: script.clone(),
+        tunlink: Some(tunlink.to_string()),
+        nft: script,
         mtu: Some(mtu),
         ttl: Some(cfg.ttl),
         default_route: cfg.defaultroute,
         metric: None,
-        mapping: Some(crate::render::calc::record(&resolved)),
-        owner: Some(owner.clone()),
+        mapping: Some(crate::render::calc::record(resolved)),
+        owner: Some(owner.to_string()),
     };
+    let ce_outside = m
+        .ce_outside_prefix()
+        .then(|| (m.end_user_prefix().to_string(), m.prefix.to_string()));
+    Ok(Plan {
+        state,
+        update,
+        origin,
+        br: m.br,
+        ce_outside,
+    })
+}
 
-    // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
-    // manual `ifup`) must not leave the previous prefix's CE address behind.
-    let previous = sys.load_state(iface);
-    if let Some(old) = &previous {
-        if (old.dev.as_str(), old.ce) != (dev.as_str(), ce) {
-            let _ = sys.addr_del(&old.dev, old.ce);
-        }
-    }
-    // Claim the interface before changing anything: a setup still running from an earlier
-    // netifd (after `network restart`) sees that it no longer owns it and leaves our address
-    // and table alone when it rolls back.
-    if let Err(e) = sys.save_state(&state) {
-        return Err(Failure::Transient(
-            codes::ADDR_FAILED,
-            format!("cannot save the state: {e}"),
-        ));
-    }
-    if let Err(e) = sys.addr_add(&dev, ce) {
-        rollback(sys, iface, &owner, &state);
-        return Err(Failure::Transient(
-            codes::ADDR_FAILED,
-            format!("adding {ce}/128 to {dev}: {e}"),
-        ));
-    }
-    let nft_at = std::time::Instant::now();
-    let (loaded, how) = load_table(sys, iface, &script);
-    if let Err(e) = loaded {
-        rollback(sys, iface, &owner, &state);
-        return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
-    }
-    let update_at = std::time::Instant::now();
-    let update = msg::update(&UpdateParams {
-        iface,
-        ifname: &ifname,
-        tunlink: &tunlink,
-        mtu,
-        config: &cfg,
-        resolved: &resolved,
-    });
-    if let Err(e) = notify(sys, update) {
-        rollback(sys, iface, &owner, &state);
-        return Err(Failure::Transient(
-            codes::UPDATE_FAILED,
-            format!("netifd refused the update: {e}"),
-        ));
-    }
-    // The host dependency comes from the proto task once this process has exited: see
-    // [`depend`].
+/// The log line of an interface that is up (`how`: "setup" or "in place"), with the times
+/// of its steps from `[start, nft, update]` to now, and a note about the CE address if needed.
+fn log_up(
+    sys: &mut dyn System,
+    iface: &str,
+    plan: &Plan,
+    how: &str,
+    at: [std::time::Instant; 3],
+    loaded: &str,
+) {
     let done = std::time::Instant::now();
     let ms = |from: std::time::Instant, to: std::time::Instant| {
         u64::try_from(to.duration_since(from).as_millis()).unwrap_or(u64::MAX)
     };
     let times = if sys.timed() {
         format!(
-            " (setup {} ms: nft {} ms{how}, update {} ms)",
-            ms(started, done),
-            ms(nft_at, update_at),
-            ms(update_at, done)
+            " ({how} {} ms: nft {} ms{loaded}, update {} ms)",
+            ms(at[0], done),
+            ms(at[1], at[2]),
+            ms(at[2], done)
         )
     } else {
         String::new()
     };
+    let (ce, dev) = (plan.state.ce, &plan.state.dev);
     sys.log(&format!(
-        "mape: {iface}: up: {origin}, CE {ce}, BR {}{times}",
-        m.br.map(|b| b.to_string()).unwrap_or_default(),
+        "mape: {iface}: up: {}, CE {ce}, BR {}{times}",
+        plan.origin,
+        plan.br.map(|b| b.to_string()).unwrap_or_default(),
     ));
-    if m.ce_outside_prefix() {
+    if let Some((eup, prefix)) = &plan.ce_outside {
         sys.log(&format!(
-            "mape: {iface}: the CE address is in subnet 0 of {}, outside {} (normal behind an NTT home gateway): it is on {dev}",
-            m.end_user_prefix(),
-            m.prefix
+            "mape: {iface}: the CE address is in subnet 0 of {eup}, outside {prefix} (normal behind an NTT home gateway): it is on {dev}"
         ));
     }
-    Ok((m.prefix, owner))
 }
 
-/// Loads our table for `script`: by refilling the table a teardown kept for this setup when
-/// it has the same shape ([`Note::Kept`]), else (or if that fails: the table is gone) the whole
-/// script. With how it was done, for the log (` refilled` or nothing).
+/// Loads our table for `script`: by refilling the running table of `old` (a script of ours)
+/// when it has the same shape, else (or if that fails: the table is gone) the whole script,
+/// which replaces any table of that name. With how it was done, for the log (` refilled` or
+/// nothing).
 fn load_table(
     sys: &mut dyn System,
     iface: &str,
+    old: &str,
     script: &str,
 ) -> (Result<(), SysError>, &'static str) {
-    let kept = sys.take_note(Note::Kept, iface);
-    if let Some(update) = kept
-        .as_deref()
-        .and_then(|old| nft::update_script(old, script))
-    {
+    if let Some(update) = nft::update_script(old, script) {
         match sys.nft_apply(&update) {
             Ok(()) => return (Ok(()), " refilled"),
             Err(e) => sys.log(&format!(
-                "mape: {iface}: refilling the kept nft table failed ({e}): loading it whole"
+                "mape: {iface}: refilling the nft table failed ({e}): loading it whole"
             )),
         }
     }
     (sys.nft_apply(script), "")
+}
+
+/// Why a renumbering was not done in place ([`renumber`]); the proto task then ends and netifd
+/// sets the interface up again (teardown, setup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotInPlace {
+    /// Nothing was changed (the interface is not ours, the BR or the link differs, netifd did
+    /// not take the interface down).
+    Untouched(&'static str),
+    /// A step after netifd took the interface down failed; the state names what is there, so
+    /// the teardown that follows removes it.
+    Failed(String),
+}
+
+/// A renumbering done in place: the new mapping and its port-usage check.
+#[derive(Debug)]
+pub struct Renumbered {
+    pub key: MappingKey,
+    pub usage: Option<usage::UsageCheck>,
+}
+
+/// Follows a new mapping of a running interface from its proto task (owner token `owner`),
+/// without a teardown and a setup: the way netifd follows a PPP session that reconnects. It
+/// tells netifd the link is lost (netifd drops the interface's addresses and routes and
+/// releases the tunnel), moves the CE address, refills the nft table (or loads the whole new
+/// script), and sends the update (netifd makes the tunnel again with the new local address).
+/// About half the time of the task ending, netifd's teardown and a setup (two processes).
+///
+/// Only for the mapping `want` the task confirmed, on the same tunnel link and BR (the host
+/// dependency stays as it is); otherwise [`NotInPlace::Untouched`].
+pub fn renumber(
+    sys: &mut dyn System,
+    iface: &str,
+    cfg: &HandlerConfig,
+    owner: &str,
+    want: &MappingKey,
+) -> Result<Renumbered, NotInPlace> {
+    let started = std::time::Instant::now();
+    let untouched = |why: &'static str| Err(NotInPlace::Untouched(why));
+    let Some(old) = sys
+        .load_state(iface)
+        .filter(|s| s.owner.as_deref() == Some(owner))
+    else {
+        return untouched("another setup owns the interface");
+    };
+    let Some(tunlink) = old.tunlink.clone() else {
+        return untouched("no tunnel link");
+    };
+    let Ok(link) = link_status(sys, &tunlink) else {
+        return untouched("the link's status is unknown");
+    };
+    let Some(resolved) = resolve_for_link(cfg, &link)
+        .ok()
+        .filter(|r| MappingKey::of(&r.mapping) == *want)
+    else {
+        return untouched("the link no longer maps to it");
+    };
+    if resolved.mapping.br != old.mapping.as_ref().and_then(|m| m.br) {
+        return untouched("the BR changed");
+    }
+    let Some(dev) = link.l3_device.clone() else {
+        return untouched("the link has no device");
+    };
+    let Ok(plan) = plan(sys, iface, cfg, &tunlink, &dev, &resolved, owner) else {
+        return untouched("the new mapping has no ruleset");
+    };
+    // netifd drops the addresses and routes and releases the tunnel; the update below makes
+    // them again (an update alone would re-create the tunnel and keep the routes it thinks
+    // are there, which went with the old tunnel).
+    if notify(sys, msg::link_lost(iface)).is_err() {
+        return untouched("netifd refused the link loss");
+    }
+    let failed = |what: &str, e: SysError| Err(NotInPlace::Failed(format!("{what}: {e}")));
+    let state = &plan.state;
+    if (old.dev.as_str(), old.ce) != (dev.as_str(), state.ce) {
+        let _ = sys.addr_del(&old.dev, old.ce);
+    }
+    if let Err(e) = sys.save_state(state) {
+        return failed("cannot save the state", e);
+    }
+    if let Err(e) = sys.addr_add(&dev, state.ce) {
+        return failed(&format!("adding {}/128 to {dev}", state.ce), e);
+    }
+    for w in &resolved.warnings {
+        sys.log(&format!("mape: {iface}: warning: {w}"));
+    }
+    let nft_at = std::time::Instant::now();
+    let (loaded, how) = load_table(sys, iface, &old.nft, &state.nft);
+    if let Err(e) = loaded {
+        return failed("loading the nft table", e);
+    }
+    let update_at = std::time::Instant::now();
+    if let Err(e) = notify(sys, plan.update.clone()) {
+        return failed("netifd refused the update", e);
+    }
+    log_up(
+        sys,
+        iface,
+        &plan,
+        "in place",
+        [started, nft_at, update_at],
+        how,
+    );
+    let m = &resolved.mapping;
+    let sets: Vec<_> = m.port_sets().collect();
+    Ok(Renumbered {
+        key: want.clone(),
+        usage: usage::UsageCheck::new(m.ipv4, m.ipv4_prefix_len, &sets),
+    })
 }
 
 /// How long the proto task waits for the setup that started it to exit before it registers
@@ -646,9 +782,7 @@ fn start_task(
     }
 }
 
-/// `teardown`: remove our nft table and the CE address; idempotent, never fails the caller. After
-/// the watch task ended for a new mapping the table stays for the setup that follows ([`Note`]):
-/// its rules match only the tunnel device, which netifd removes with the interface.
+/// `teardown`: remove our nft table and the CE address; idempotent, never fails the caller.
 pub fn teardown(sys: &mut dyn System, iface: &str) -> i32 {
     let started = sys.owner_token();
     teardown_started_at(sys, iface, &started)
@@ -673,17 +807,8 @@ pub fn teardown_started_at(sys: &mut dyn System, iface: &str, started: &str) -> 
         }
     }
     let table = table_for(iface);
-    // Ending for a new mapping, the watch task asked to keep the table for the next setup.
-    let remap = sys.take_note(Note::Remap, iface).is_some();
-    let kept = remap
-        && state
-            .as_ref()
-            .is_some_and(|s| !s.nft.is_empty() && sys.put_note(Note::Kept, iface, &s.nft).is_ok());
-    if !kept {
-        let _ = sys.take_note(Note::Kept, iface);
-        if let Err(e) = sys.nft_delete(&table) {
-            sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
-        }
+    if let Err(e) = sys.nft_delete(&table) {
+        sys.log(&format!("mape: {iface}: removing nft table {table}: {e}"));
     }
     if let Some(s) = state {
         if let Err(e) = sys.addr_del(&s.dev, s.ce) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::netlink::NetlinkError;
-use super::{netlink, Note, System};
+use super::{netlink, System};
 use crate::command::{self, CommandError};
 use crate::state::{self, State, StateError};
 use crate::ubus::{self, Ubus, UbusError};
@@ -78,14 +78,6 @@ impl RealSystem {
     /// `<state dir>/failures`: transient setup failures in a row, per interface.
     fn failures_dir(&self) -> PathBuf {
         self.state_dir.join("failures")
-    }
-
-    /// `<state dir>/remap`, `<state dir>/kept`: the [`Note`]s, one file per interface.
-    fn note_dir(&self, note: Note) -> PathBuf {
-        self.state_dir.join(match note {
-            Note::Remap => "remap",
-            Note::Kept => "kept",
-        })
     }
 }
 
@@ -191,21 +183,6 @@ impl System for RealSystem {
         }
     }
 
-    fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError> {
-        Ok(state::write_named(
-            &self.note_dir(note),
-            iface,
-            text.as_bytes(),
-        )?)
-    }
-
-    fn take_note(&mut self, note: Note, iface: &str) -> Option<String> {
-        let dir = self.note_dir(note);
-        let text = state::read_named(&dir, iface);
-        state::remove(&dir, iface);
-        text.ok().flatten()
-    }
-
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {
         // A zombie still takes signal 0: the process is gone once netifd has reaped it.
         let Ok(pid) = i32::try_from(pid) else {
@@ -273,8 +250,6 @@ pub struct DryRun {
     /// Runs when the next update (`notify_proto` action 0) arrives, before it is answered:
     /// tests put another setup there, as a restarted netifd would run one meanwhile.
     pub before_update: Option<Hook>,
-    /// The [`Note`]s left.
-    pub notes: Vec<(Note, String, String)>,
     fail: Option<Step>,
     owner: u32,
 }
@@ -293,7 +268,6 @@ impl DryRun {
             tables: Vec::new(),
             failures: Vec::new(),
             before_update: None,
-            notes: Vec::new(),
             fail: None,
             owner: 0,
         }
@@ -451,21 +425,6 @@ impl System for DryRun {
         if n != 0 {
             self.failures.push((iface.to_string(), n));
         }
-    }
-
-    fn put_note(&mut self, note: Note, iface: &str, text: &str) -> Result<(), SysError> {
-        self.notes
-            .retain(|(n, i, _)| (*n, i.as_str()) != (note, iface));
-        self.notes.push((note, iface.to_string(), text.to_string()));
-        Ok(())
-    }
-
-    fn take_note(&mut self, note: Note, iface: &str) -> Option<String> {
-        let at = self
-            .notes
-            .iter()
-            .position(|(n, i, _)| (*n, i.as_str()) == (note, iface))?;
-        Some(self.notes.remove(at).2)
     }
 
     fn wait_exited(&mut self, pid: u32, limit: Duration) -> bool {

@@ -1,5 +1,6 @@
-//! The proto task: after setup, `mape netifd watch` follows the tunnel link and ends (so netifd
-//! sets the interface up again) only when the mapping really changed.
+//! The proto task: after setup, `mape netifd watch` follows the tunnel link and acts only when
+//! the mapping really changed: it renumbers the interface in place ([`super::renumber`]), or, if
+//! that cannot be done, ends (so netifd sets the interface up again).
 //!
 //! What it looks at: the link's status, from netifd's `interface.update` notifications on the
 //! `network.interface` object (sent on every change of an interface, an in-place prefix update
@@ -12,7 +13,7 @@
 //!   (netifd's host dependency takes the interface down when the link really goes);
 //! - the mapping of the best usable prefix (IPv4, PSID, port sets, CE, BR): the **same** as the
 //!   running one (a move between the RA /64 and the delegated /60 of the same /56 included)
-//!   keeps everything; a **different** one restarts the interface, once it has been seen twice
+//!   keeps everything; a **different** one is followed ([`act`]), once it has been seen twice
 //!   in a row ([`CONFIRM_AFTER`] apart), so one odd answer during a renumbering cannot flap.
 //!
 //! While the interface waits for a prefix (`--current none`), the task ends as soon as a
@@ -146,13 +147,10 @@ impl Watcher {
         }
     }
 
-    /// Whether the running mapping's table can be refilled for `m` (the next setup's, see
-    /// [`super::Note`]): the same number of port sets, which the bucket maps depend on. Else
-    /// the teardown removes the table and the setup loads a new one, as for any other setup.
-    pub fn refillable(&self, m: &MappingKey) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|c| c.ports.set_count() == m.ports.set_count())
+    /// The interface now runs `m` (renumbered in place): watch for changes from it.
+    pub fn renumbered(&mut self, m: MappingKey) {
+        self.current = Some(m);
+        self.seen = None;
     }
 
     pub fn feed(&mut self, look: &Look) -> Verdict {
@@ -193,16 +191,6 @@ mod tests {
             ce: "2001:db8::1".parse().unwrap(),
             br: None,
         }
-    }
-
-    #[test]
-    fn refills_only_the_same_number_of_sets() {
-        let w = Watcher::new(Some(key("192.0.2.1", 3)));
-        assert!(w.refillable(&key("192.0.2.9", 200)));
-        let mut other = key("192.0.2.1", 3);
-        other.ports = PortParams::new(6, 8, 3).unwrap();
-        assert!(!w.refillable(&other));
-        assert!(!Watcher::new(None).refillable(&key("192.0.2.1", 3)));
     }
 
     #[test]
@@ -403,19 +391,62 @@ pub fn run(
             }
             Wake::Timeout | Wake::Lost => look(sys, p.iface, p.cfg, None),
         };
-        match watcher.feed(&l) {
-            Verdict::Keep => confirming = false,
-            Verdict::Confirm => confirming = true,
-            Verdict::Restart(why) => {
-                // A running interface with a new mapping of the same shape: the teardown that
-                // follows keeps the table for the setup to refill (see [`super::Note`]).
-                if p.owner.is_some() && matches!(&l, Look::Maps(m, _) if watcher.refillable(m)) {
-                    if let Err(e) = sys.put_note(super::Note::Remap, p.iface, "") {
-                        sys.log(&format!("mape: {}: {e}", p.iface));
-                    }
-                }
-                return why;
+        match act(sys, watcher, &l, p.iface, p.cfg, p.owner) {
+            Act::Keep => confirming = false,
+            Act::Confirm => confirming = true,
+            Act::Renumbered(usage) => {
+                p.usage = usage;
+                confirming = false;
             }
+            Act::End(why) => return why,
         }
     }
+}
+
+/// What the task does after a look.
+#[derive(Debug)]
+pub enum Act {
+    /// Keep watching.
+    Keep,
+    /// Look again after [`CONFIRM_AFTER`] before deciding.
+    Confirm,
+    /// The interface was renumbered in place; the port-usage check of its new mapping.
+    Renumbered(Option<super::usage::UsageCheck>),
+    /// End the task (netifd sets the interface up again); why.
+    End(String),
+}
+
+/// Feeds a look to the watcher; a running interface (the task of the setup with token `owner`)
+/// whose mapping changed is renumbered in place ([`super::renumber`]), and the task ends only if
+/// that cannot be done.
+pub fn act(
+    sys: &mut dyn System,
+    watcher: &mut Watcher,
+    l: &Look,
+    iface: &str,
+    cfg: &HandlerConfig,
+    owner: Option<&str>,
+) -> Act {
+    let why = match watcher.feed(l) {
+        Verdict::Keep => return Act::Keep,
+        Verdict::Confirm => return Act::Confirm,
+        Verdict::Restart(why) => why,
+    };
+    let (Some(owner), Look::Maps(m, _)) = (owner, l) else {
+        return Act::End(why);
+    };
+    sys.log(&format!("mape: {iface}: {why}: renumbering in place"));
+    match super::renumber(sys, iface, cfg, owner, m) {
+        Ok(r) => {
+            watcher.renumbered(r.key);
+            return Act::Renumbered(r.usage);
+        }
+        Err(super::NotInPlace::Untouched(e)) => {
+            sys.log(&format!("mape: {iface}: not in place ({e})"));
+        }
+        Err(super::NotInPlace::Failed(e)) => {
+            sys.log(&format!("mape: {iface}: renumbering in place failed: {e}"));
+        }
+    }
+    Act::End(why)
 }

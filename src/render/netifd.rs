@@ -128,6 +128,13 @@ pub fn data_mape(r: &Resolved) -> Value {
     v
 }
 
+/// notify_proto action 0 with `link-up` false: the link is lost (netifd takes the interface
+/// down to setting up, drops its addresses and routes and releases its device; the next update
+/// brings it up again, as for a PPP session that reconnects).
+pub fn link_lost(iface: &str) -> Value {
+    json!({ "action": 0, "interface": iface, "link-up": false })
+}
+
 /// notify_proto action 3: an error code (plus data) shown in the interface status and LuCI.
 pub fn error(iface: &str, code: &str, data: &[String]) -> Value {
     let mut list = vec![Value::from(code)];

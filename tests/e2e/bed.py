@@ -866,10 +866,13 @@ class Bed:
             c.expect(told is not None and acted is not None and acted - told <= WATCH_REACT_MAX,
                      f"the watch task acted on the new mapping more than {WATCH_REACT_MAX} s after netifd's "
                      f"notification, or not at all (not from the event): {line}")
-            # the setup refilled the table the teardown kept (not a whole `nft -f`)
+            # the watch task followed it in place (no teardown, no setup) and refilled the table
+            # (not a whole `nft -f`)
             ups = [l for _, l in self.log_lines(ce, "netifd", t_reply, rf"{IFACE} \(\d+\): mape: {IFACE}: up: ")]
-            c.expect(ups and " refilled, update" in ups[0],
-                     f"the setup after the renumbering did not refill the kept table: {ups[:1]}")
+            c.expect(ups and "(in place " in ups[0] and " refilled, update" in ups[0],
+                     f"the renumbering was not followed in place with a refilled table: {ups[:1]}")
+            c.expect("torn down" not in ts and "setup" not in ts,
+                     f"netifd tore {IFACE} down and set it up again for the renumbering: {line}")
             c.detail = (f"{old_ce} -> {m.ce}; first probe from {m.ipv4} sent {back:.2f} s after the Reply (2 s target "
                         f"{'met' if back <= PD_TARGET else 'missed'}); {line}; "
                         f"IPv4 out {o['out_s']} s; server saw {[x[1] for x in renews]}")
@@ -1422,10 +1425,14 @@ class Bed:
             p.interval = 0.2
             line = self.timeline(ce, DYN, t_reply, OPT94_PREFIX)
             t_up = time.time()
-            # one setup: netifd did not reload (and so remove) the dynamic interface for its new
-            # _prefsig, which is why the handler leaves _prefsig undeclared
+            # followed in place by the watch task, once, and no setup: netifd did not reload (and
+            # so remove) the dynamic interface for its new _prefsig, which is why the handler
+            # leaves _prefsig undeclared, nor tear it down
             setups = [t for t in self.log_times(ce, "netifd", t_reply, f"'{DYN}' is setting up now") if t <= t_up]
-            c.expect(len(setups) == 1, f"{DYN} was set up {len(setups)} times for the renewal (netifd reloaded it?)")
+            inplace = [t for t in self.log_times(ce, "netifd", t_reply, rf"mape: {DYN}: up: .*\(in place ") if t <= t_up]
+            c.expect(not setups and len(inplace) == 1,
+                     f"{DYN}: {len(setups)} setup(s) and {len(inplace)} renumbering(s) in place for the renewal "
+                     "(expected 0 and 1; netifd reloaded it?)")
             time.sleep(FLAP_WATCH)
             r.stop("events")
             downs = self.log_times(ce, "netifd", t_up, f"'{DYN}' (is now down|has lost the connection)")
