@@ -23,5 +23,6 @@ pub mod command;
 pub mod handler;
 #[cfg(feature = "linux")]
 pub mod linux;
+pub mod netlink;
 pub mod status;
 pub mod ubus;

@@ -19,12 +19,21 @@ const RULES: &[(&str, &[&str])] = &[
     ("names", &[]),
     ("command", &[]),
     ("ubus", &[]),
+    ("netlink", &[]),
     ("state", &["engine", "names"]),
     ("provision", &["engine", "names"]),
     ("render", &["engine", "names", "provision", "state"]),
     (
         "status",
-        &["engine", "names", "state", "provision", "command", "ubus"],
+        &[
+            "engine",
+            "names",
+            "state",
+            "provision",
+            "command",
+            "ubus",
+            "netlink",
+        ],
     ),
 ];
 
@@ -35,6 +44,8 @@ const EXTERNAL: &[(&str, &[&str])] = &[
     // nix: poll(2) and O_NONBLOCK on the child's pipes (no thread per pipe)
     ("command", &["std", "core", "thiserror", "nix"]),
     ("ubus", &["std", "core", "thiserror", "serde_json"]),
+    // libc: nix's re-export (`nix::libc`), the target's constants
+    ("netlink", &["std", "core", "thiserror", "nix", "libc"]),
 ];
 
 const FRONT_ENDS: &[&str] = &["cli", "handler", "linux", "status", "render"];

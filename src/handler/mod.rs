@@ -22,7 +22,6 @@
 //!    Once the setup has exited, the task registers the host dependency on the route to the BR
 //!    through the tunnel link ([`depend`]), so netifd takes us down and back up with the link.
 
-mod netlink;
 mod system;
 pub mod usage;
 pub mod watch;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::netlink::NetlinkError;
-use super::{netlink, System};
+use super::System;
 use crate::command::{self, CommandError};
+use crate::netlink::{self, NetlinkError};
 use crate::state::{self, State, StateError};
 use crate::ubus::{self, Ubus, UbusError};
 

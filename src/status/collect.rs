@@ -46,8 +46,13 @@ pub trait Source {
     fn ubus_call(&mut self, object: &str, method: &str) -> Option<Value>;
     /// Unix time in seconds.
     fn now(&mut self) -> u64;
-    /// Our nft table `table` (`ip` family) as read back, `None` if nft cannot list it.
-    fn nft_table(&mut self, table: &str) -> Option<TableReadBack>;
+    /// Our nft table `table` (`ip` family) as read back, `None` if nft cannot list it. Only its
+    /// counters unless `whole` (the mapping is known from elsewhere).
+    fn nft_table(&mut self, table: &str, whole: bool) -> Option<TableReadBack>;
+    /// The names of the `ip` tables.
+    fn nft_tables(&mut self) -> Option<Vec<String>> {
+        Some(ip_tables_of(&self.run("nft", &["list", "tables"]).ok()?))
+    }
     /// Feeds every line of the conntrack table to `line`; returns where it came from.
     fn conntrack_lines(&mut self, line: &mut dyn FnMut(&str)) -> Result<&'static str, String> {
         if let Some(text) = self.read(PROC_CONNTRACK) {
@@ -122,9 +127,26 @@ impl Source for RealSource {
             .map_or(0, |d| d.as_secs())
     }
 
-    fn nft_table(&mut self, table: &str) -> Option<TableReadBack> {
-        let text = self.run("nft", &["list", "table", "ip", table]).ok()?;
-        Some((self.read_table)(&text))
+    /// The counters over netlink (`nft list table` fetches and prints the whole table: seconds
+    /// on a slow router); the whole table through nft when the mapping must be read back from it.
+    /// (nft itself talks netlink: where netlink fails, nft would too.)
+    fn nft_table(&mut self, table: &str, whole: bool) -> Option<TableReadBack> {
+        if whole {
+            let text = self.run("nft", &["list", "table", "ip", table]).ok()?;
+            return Some((self.read_table)(&text));
+        }
+        if !self.nft_tables()?.iter().any(|t| t == table) {
+            return None;
+        }
+        let counters = crate::netlink::counters(table).ok()?;
+        Some(TableReadBack {
+            counters,
+            ..TableReadBack::default()
+        })
+    }
+
+    fn nft_tables(&mut self) -> Option<Vec<String>> {
+        crate::netlink::ip_tables().ok()
     }
 
     /// Streams `/proc/net/nf_conntrack` line by line: a busy router has tens of thousands of
@@ -295,25 +317,26 @@ pub fn discover(src: &mut dyn Source, dirs: &[String], use_ubus: bool) -> Vec<Ta
         apply_state(&mut out[pos], &state);
     }
 
-    if let Ok(tables) = src.run("nft", &["list", "tables"]) {
-        for line in tables.lines() {
-            let mut w = line.split_ascii_whitespace();
-            if (w.next(), w.next()) != (Some("table"), Some("ip")) {
-                continue;
-            }
-            let Some(table) = w.next() else { continue };
-            let Some(name) = table.strip_prefix("mape_") else {
-                continue;
-            };
-            if !is_table_name(table) || out.iter().any(|t| t.table == table) {
-                continue;
-            }
-            let mut t = Target::new(name, "nft");
-            t.table = table.to_string();
-            out.push(t);
+    for table in src.nft_tables().unwrap_or_default() {
+        let Some(name) = table.strip_prefix("mape_") else {
+            continue;
+        };
+        if !is_table_name(&table) || out.iter().any(|t| t.table == table) {
+            continue;
         }
+        let mut t = Target::new(name, "nft");
+        t.table.clone_from(&table);
+        out.push(t);
     }
     out
+}
+
+/// The `ip` tables of `nft list tables`.
+fn ip_tables_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("table ip "))
+        .map(|t| t.trim().to_string())
+        .collect()
 }
 
 /// What `collect` needs besides the targets.
@@ -478,7 +501,7 @@ pub fn collect(src: &mut dyn Source, targets: Vec<Target>, opts: &Options) -> Re
     let time = src.now();
     let mut ifaces: Vec<IfaceStatus> = Vec::new();
     for t in &targets {
-        let nft = src.nft_table(&t.table);
+        let nft = src.nft_table(&t.table, t.mapping.is_none());
         let mut ifname = t.ifname.clone();
         let mut mapping = t.mapping.as_ref().map(MappingInfo::from_record);
         if mapping.is_none() {
@@ -736,7 +759,7 @@ pub(crate) mod tests {
             self.ran.push(line.clone());
             serde_json::from_str(self.cmds.get(&line)?).ok()
         }
-        fn nft_table(&mut self, table: &str) -> Option<TableReadBack> {
+        fn nft_table(&mut self, table: &str, _whole: bool) -> Option<TableReadBack> {
             self.tables.get(table).cloned()
         }
     }
