@@ -33,16 +33,16 @@ pub struct RuleFlags {
     #[arg(long, value_name = "PREFIX")]
     pub ipv4_prefix: Option<String>,
     /// EA-bits length.
-    #[arg(long, value_name = "BITS")]
+    #[arg(long, value_name = "BITS", value_parser = super::number::<u8>)]
     pub ea_len: Option<u8>,
     /// PSID offset (default 6 for rfc7597, 4 for draft03).
-    #[arg(long, value_name = "BITS")]
+    #[arg(long, value_name = "BITS", value_parser = super::number::<u8>)]
     pub psid_offset: Option<u8>,
     /// PSID length (default: EA length - IPv4 suffix length).
-    #[arg(long, value_name = "BITS")]
+    #[arg(long, value_name = "BITS", value_parser = super::number::<u8>)]
     pub psid_len: Option<u8>,
     /// Explicit PSID, as a plain (right-aligned) number.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::number::<u16>)]
     pub psid: Option<u16>,
     /// BR (tunnel remote) IPv6 address.
     #[arg(long, value_name = "ADDR")]

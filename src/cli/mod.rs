@@ -71,6 +71,16 @@ impl From<&str> for Failure {
 }
 
 /// A failure at run time (exit status 1).
+/// The value parser of every number option: std's `FromStr` (clap's own range parsers, one per
+/// integer type, cost about 6 KB of the router binary: docs/sizes.md). A bad value gets clap's
+/// usual one line (`invalid value 'x' for '--ea-len <BITS>': invalid digit found in string`).
+pub(crate) fn number<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| e.to_string())
+}
+
 pub(crate) fn runtime(msg: impl std::fmt::Display) -> Failure {
     Failure::Runtime(msg.to_string())
 }

@@ -34,7 +34,7 @@ pub struct NetifdArgs {
     #[arg(long, value_name = "JSON|FILE")]
     pub tunlink_status: Option<String>,
     /// With --dry-run: the link device's MTU.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = super::number::<u32>)]
     pub link_mtu: Option<u32>,
     /// With --dry-run: keep the handler's state in DIR (`<iface>.json`), so a dry-run teardown
     /// knows what a dry-run setup added. Never the live state directory of a router.
@@ -44,7 +44,7 @@ pub struct NetifdArgs {
     #[arg(long, value_name = "PREFIX")]
     pub current: Option<String>,
     /// watch: after a transient setup failure, end after SECONDS (netifd then retries).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = super::number::<u64>)]
     pub retry_after: Option<u64>,
     /// watch: the owner token of the setup that started the task; the task ends once the
     /// interface's state names another owner (a newer setup took over).

@@ -16,7 +16,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// How many LAN hosts and destinations to list.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = super::number::<usize>)]
     pub top: usize,
 }
 
