@@ -98,6 +98,14 @@ pub fn address(dev: &str, addr: Ipv6Addr, add: bool) -> Result<(), NetlinkError>
 
 /// Sends one request on a fresh netlink socket of `protocol`; the errno of the kernel's ACK.
 fn request(protocol: SockProtocol, msg: &[u8]) -> Result<Option<i32>, NetlinkError> {
+    let fd = send(protocol, msg)?;
+    let mut buf = [0u8; 4096];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    Ok(ack_errno(Order::NATIVE, &buf[..n]))
+}
+
+/// Sends `msg` on a fresh netlink socket of `protocol`, for the answer to be read from it.
+fn send(protocol: SockProtocol, msg: &[u8]) -> Result<std::os::fd::OwnedFd, NetlinkError> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -111,9 +119,7 @@ fn request(protocol: SockProtocol, msg: &[u8]) -> Result<Option<i32>, NetlinkErr
         &NetlinkAddr::new(0, 0),
         MsgFlags::empty(),
     )?;
-    let mut buf = [0u8; 4096];
-    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-    Ok(ack_errno(Order::NATIVE, &buf[..n]))
+    Ok(fd)
 }
 
 /// Deletes the nftables table `ip <name>` as `nft delete table ip <name>` does; a table that is
@@ -224,19 +230,7 @@ fn c_string(b: &[u8]) -> String {
 /// Sends a dump request and feeds the payload (after nlmsghdr and nfgenmsg) of every message of
 /// the answer to `each`, until NLMSG_DONE.
 fn dump(msg: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), NetlinkError> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )?;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-    sendto(
-        fd.as_raw_fd(),
-        msg,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )?;
+    let fd = send(SockProtocol::NetlinkNetFilter, msg)?;
     // The kernel fills a dump's datagrams up to 32 KiB; a shorter buffer would cut them.
     let mut buf = vec![0u8; DUMP_BUF];
     loop {

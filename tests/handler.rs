@@ -493,10 +493,16 @@ fn the_watch_task_follows_notifications_and_confirms_by_asking() {
     // The poll sees the old prefix; after the notification the status call sees the new one.
     let why = {
         let mut calls = 0;
-        let mut wrapped = Wrapped {
+        let mut wrapped = Hooked {
             sys: &mut sys,
-            new: new.clone(),
-            calls: &mut calls,
+            before: Box::new(|sys: &mut DryRun, what: &str| {
+                if what == "status" {
+                    calls += 1;
+                    if calls > 1 {
+                        sys.link_status = Some(new.clone());
+                    }
+                }
+            }),
         };
         handler::watch::run(
             &mut wrapped,
@@ -515,27 +521,27 @@ fn the_watch_task_follows_notifications_and_confirms_by_asking() {
     assert!(ev.0.is_empty(), "every scripted event was used");
 }
 
-/// A dry run whose link status turns into `new` after the first status call.
-struct Wrapped<'a> {
+/// A dry run with `before` called ahead of every action, with the dry run and the action's name
+/// (the ubus method, e.g. `status`; `nft`, `addr_add`, `save_state`): tests change what netifd
+/// answers, or make a step fail, from some point on.
+struct Hooked<'a> {
     sys: &'a mut DryRun,
-    new: Value,
-    calls: &'a mut u32,
+    before: Before<'a>,
 }
 
-impl handler::System for Wrapped<'_> {
+type Before<'a> = Box<dyn FnMut(&mut DryRun, &str) + 'a>;
+
+impl handler::System for Hooked<'_> {
     fn ubus_call(&mut self, o: &str, m: &str, a: &Value) -> Result<Value, handler::SysError> {
-        if m == "status" {
-            *self.calls += 1;
-            if *self.calls > 1 {
-                self.sys.link_status = Some(self.new.clone());
-            }
-        }
+        (self.before)(self.sys, m);
         self.sys.ubus_call(o, m, a)
     }
     fn nft_apply(&mut self, s: &str) -> Result<(), handler::SysError> {
+        (self.before)(self.sys, "nft");
         self.sys.nft_apply(s)
     }
     fn addr_add(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
+        (self.before)(self.sys, "addr_add");
         self.sys.addr_add(d, a)
     }
     fn addr_del(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
@@ -545,6 +551,7 @@ impl handler::System for Wrapped<'_> {
         self.sys.link_mtu(d)
     }
     fn save_state(&mut self, s: &mape::state::State) -> Result<(), handler::SysError> {
+        (self.before)(self.sys, "save_state");
         self.sys.save_state(s)
     }
     fn load_state(&mut self, i: &str) -> Option<mape::state::State> {
@@ -576,7 +583,12 @@ impl handler::System for Wrapped<'_> {
 /// Runs the proto task of the setup with token `owner` (prefix 240b:10:3f6c:d400::/56) over
 /// scripted notifications; why it ended, or `None` if it was still running when the script
 /// ran out (it asked for another event).
-fn run_task(sys: &mut DryRun, config: &str, events: Vec<Wake>, owner: &str) -> Option<String> {
+fn run_task(
+    sys: &mut dyn handler::System,
+    config: &str,
+    events: Vec<Wake>,
+    owner: &str,
+) -> Option<String> {
     let (cfg, key) =
         handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
     let mut events = Script(events.into());
@@ -761,27 +773,23 @@ fn a_failed_renumbering_in_place_ends_the_task_and_leaves_nothing() {
         // The notification and the confirming look work; the step fails in the renumbering.
         let mut calls = 0;
         let why = {
-            let mut failing = FailLater {
+            // (the renumbering's own status call is the one after the task's first look)
+            let mut failing = Hooked {
                 sys: &mut sys,
-                step,
-                after_status: 1,
-                calls: &mut calls,
+                before: Box::new(|sys: &mut DryRun, what: &str| {
+                    calls += u32::from(what == "status");
+                    if calls > 1 {
+                        sys.fail_on(Some(step));
+                    }
+                }),
             };
-            let (cfg, key) =
-                handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap()))
-                    .unwrap();
-            handler::watch::run(
+            run_task(
                 &mut failing,
-                &mut Script(vec![Wake::Link(link), Wake::Timeout].into()),
-                &mut Watcher::new(key),
-                handler::watch::TaskParams {
-                    iface: "wanmap",
-                    cfg: &cfg,
-                    retry_after: None,
-                    usage: None,
-                    owner: Some(&owner),
-                },
+                config,
+                vec![Wake::Link(link), Wake::Timeout],
+                &owner,
             )
+            .expect("the task ended")
         };
         sys.fail_on(None);
         assert!(why.contains("now maps to"), "{step:?}: {why}");
@@ -814,75 +822,6 @@ fn a_failed_renumbering_in_place_ends_the_task_and_leaves_nothing() {
             sys.addresses,
             sys.state
         );
-    }
-}
-
-/// A dry run that makes `step` fail once more than `after_status` link status calls were made
-/// (the renumbering's own status call is the one after the task's looks).
-struct FailLater<'a> {
-    sys: &'a mut DryRun,
-    step: Step,
-    after_status: u32,
-    calls: &'a mut u32,
-}
-
-impl FailLater<'_> {
-    fn arm(&mut self) {
-        if *self.calls > self.after_status {
-            self.sys.fail_on(Some(self.step));
-        }
-    }
-}
-
-impl handler::System for FailLater<'_> {
-    fn ubus_call(&mut self, o: &str, m: &str, a: &Value) -> Result<Value, handler::SysError> {
-        if m == "status" {
-            *self.calls += 1;
-        }
-        self.arm();
-        self.sys.ubus_call(o, m, a)
-    }
-    fn nft_apply(&mut self, s: &str) -> Result<(), handler::SysError> {
-        self.arm();
-        self.sys.nft_apply(s)
-    }
-    fn addr_add(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
-        self.arm();
-        self.sys.addr_add(d, a)
-    }
-    fn addr_del(&mut self, d: &str, a: std::net::Ipv6Addr) -> Result<(), handler::SysError> {
-        self.sys.addr_del(d, a)
-    }
-    fn link_mtu(&mut self, d: &str) -> Option<u32> {
-        self.sys.link_mtu(d)
-    }
-    fn save_state(&mut self, s: &mape::state::State) -> Result<(), handler::SysError> {
-        self.arm();
-        self.sys.save_state(s)
-    }
-    fn load_state(&mut self, i: &str) -> Option<mape::state::State> {
-        self.sys.load_state(i)
-    }
-    fn clear_state(&mut self, i: &str) {
-        self.sys.clear_state(i)
-    }
-    fn state_ifaces(&mut self) -> Vec<String> {
-        self.sys.state_ifaces()
-    }
-    fn owner_token(&mut self) -> String {
-        self.sys.owner_token()
-    }
-    fn failures(&mut self, i: &str) -> u32 {
-        self.sys.failures(i)
-    }
-    fn set_failures(&mut self, i: &str, n: u32) {
-        self.sys.set_failures(i, n)
-    }
-    fn wait_exited(&mut self, pid: u32, limit: std::time::Duration) -> bool {
-        self.sys.wait_exited(pid, limit)
-    }
-    fn log(&mut self, l: &str) {
-        self.sys.log(l)
     }
 }
 
