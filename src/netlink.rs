@@ -256,6 +256,8 @@ enum Walk {
     Garbled,
 }
 
+/// Walks the messages of one datagram, feeding each payload (after nlmsghdr and nfgenmsg) to
+/// `each`, up to an NLMSG_DONE or NLMSG_ERROR (an error 0 is an ACK: done).
 fn walk(order: Order, mut b: &[u8], each: &mut dyn FnMut(&[u8])) -> Walk {
     while b.len() >= NLMSG_HDRLEN {
         let (Some(len), Some(kind)) = (order.get_u32(b, 0), order.get_u16(b, 4)) else {
@@ -269,6 +271,10 @@ fn walk(order: Order, mut b: &[u8], each: &mut dyn FnMut(&[u8])) -> Walk {
             return Walk::Done;
         }
         if kind == NLMSG_ERROR {
+            if len < NLMSG_HDRLEN + ERRNO_LEN {
+                return Walk::Garbled;
+            }
+            // no panic on a nonsense i32::MIN
             return match order.get_u32(b, NLMSG_HDRLEN) {
                 Some(0) => Walk::Done,
                 Some(e) => Walk::Error((e as i32).wrapping_neg()),
@@ -467,20 +473,11 @@ fn attr(order: Order, out: &mut Vec<u8>, kind: u16, data: &[u8]) {
 
 /// The errno of the first NLMSG_ERROR in a reply (0 is an ACK), if any.
 fn ack_errno(order: Order, reply: &[u8]) -> Option<i32> {
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= reply.len() {
-        let len = order.get_u32(reply, at)? as usize;
-        let kind = order.get_u16(reply, at + 4)?;
-        if len < NLMSG_HDRLEN || at + len > reply.len() {
-            return None;
-        }
-        if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + ERRNO_LEN {
-            let err = order.get_u32(reply, at + NLMSG_HDRLEN)? as i32;
-            return Some(err.wrapping_neg()); // no panic on a nonsense i32::MIN
-        }
-        at += aligned(len);
+    match walk(order, reply, &mut |_| {}) {
+        Walk::Done => Some(0),
+        Walk::Error(e) => Some(e),
+        Walk::More | Walk::Garbled => None,
     }
-    None
 }
 
 #[cfg(test)]

@@ -70,7 +70,6 @@ impl From<&str> for Failure {
     }
 }
 
-/// A failure at run time (exit status 1).
 /// The value parser of every number option: std's `FromStr` (clap's own range parsers, one per
 /// integer type, cost about 6 KB of the router binary: docs/sizes.md). A bad value gets clap's
 /// usual one line (`invalid value 'x' for '--ea-len <BITS>': invalid digit found in string`).
@@ -81,6 +80,7 @@ where
     s.parse().map_err(|e: T::Err| e.to_string())
 }
 
+/// A failure at run time (exit status 1).
 pub(crate) fn runtime(msg: impl std::fmt::Display) -> Failure {
     Failure::Runtime(msg.to_string())
 }

@@ -377,7 +377,8 @@ fn try_setup(
         ));
     };
     let owner = sys.owner_token();
-    let plan = plan(sys, iface, &cfg, &tunlink, &dev, &resolved, &owner)?;
+    let mut plan = plan(sys, iface, &cfg, &tunlink, &dev, &resolved, &owner)?;
+    let update = std::mem::take(&mut plan.update);
     let (state, ce) = (&plan.state, plan.state.ce);
 
     // netifd tears down before every setup, but a setup over a live one (a crashed teardown, a
@@ -410,7 +411,7 @@ fn try_setup(
         return Err(Failure::Transient(codes::NFT_FAILED, e.to_string()));
     }
     let update_at = std::time::Instant::now();
-    if let Err(e) = notify(sys, plan.update.clone()) {
+    if let Err(e) = notify(sys, update) {
         rollback(sys, iface, &owner, state);
         return Err(Failure::Transient(
             codes::UPDATE_FAILED,
@@ -430,7 +431,6 @@ struct Plan {
     update: Value,
     /// Where the mapping comes from, for the log.
     origin: String,
-    br: Option<Ipv6Addr>,
     /// The CE address lies outside the prefix (subnet 0 of the end-user prefix): the log says so.
     ce_outside: Option<(String, String)>,
 }
@@ -495,7 +495,6 @@ fn plan(
         state,
         update,
         origin,
-        br: m.br,
         ce_outside,
     })
 }
@@ -525,10 +524,11 @@ fn log_up(
         String::new()
     };
     let (ce, dev) = (plan.state.ce, &plan.state.dev);
+    let br = plan.state.mapping.as_ref().and_then(|m| m.br);
     sys.log(&format!(
         "mape: {iface}: up: {}, CE {ce}, BR {}{times}",
         plan.origin,
-        plan.br.map(|b| b.to_string()).unwrap_or_default(),
+        br.map(|b| b.to_string()).unwrap_or_default(),
     ));
     if let Some((eup, prefix)) = &plan.ce_outside {
         sys.log(&format!(
@@ -570,13 +570,6 @@ pub enum NotInPlace {
     Failed(String),
 }
 
-/// A renumbering done in place: the new mapping and its port-usage check.
-#[derive(Debug)]
-pub struct Renumbered {
-    pub key: MappingKey,
-    pub usage: Option<usage::UsageCheck>,
-}
-
 /// Follows a new mapping of a running interface from its proto task (owner token `owner`),
 /// without a teardown and a setup: the way netifd follows a PPP session that reconnects. It
 /// tells netifd the link is lost (netifd drops the interface's addresses and routes and
@@ -585,14 +578,15 @@ pub struct Renumbered {
 /// About half the time of the task ending, netifd's teardown and a setup (two processes).
 ///
 /// Only for the mapping `want` the task confirmed, on the same tunnel link and BR (the host
-/// dependency stays as it is); otherwise [`NotInPlace::Untouched`].
+/// dependency stays as it is); otherwise [`NotInPlace::Untouched`]. Done, the port-usage check
+/// of the new mapping.
 pub fn renumber(
     sys: &mut dyn System,
     iface: &str,
     cfg: &HandlerConfig,
     owner: &str,
     want: &MappingKey,
-) -> Result<Renumbered, NotInPlace> {
+) -> Result<Option<usage::UsageCheck>, NotInPlace> {
     let started = std::time::Instant::now();
     let untouched = |why: &'static str| Err(NotInPlace::Untouched(why));
     let Some(old) = sys
@@ -619,7 +613,7 @@ pub fn renumber(
     let Some(dev) = link.l3_device.clone() else {
         return untouched("the link has no device");
     };
-    let Ok(plan) = plan(sys, iface, cfg, &tunlink, &dev, &resolved, owner) else {
+    let Ok(mut plan) = plan(sys, iface, cfg, &tunlink, &dev, &resolved, owner) else {
         return untouched("the new mapping has no ruleset");
     };
     // netifd drops the addresses and routes and releases the tunnel; the update below makes
@@ -648,7 +642,7 @@ pub fn renumber(
         return failed("loading the nft table", e);
     }
     let update_at = std::time::Instant::now();
-    if let Err(e) = notify(sys, plan.update.clone()) {
+    if let Err(e) = notify(sys, std::mem::take(&mut plan.update)) {
         return failed("netifd refused the update", e);
     }
     log_up(
@@ -661,10 +655,7 @@ pub fn renumber(
     );
     let m = &resolved.mapping;
     let sets: Vec<_> = m.port_sets().collect();
-    Ok(Renumbered {
-        key: want.clone(),
-        usage: usage::UsageCheck::new(m.ipv4, m.ipv4_prefix_len, &sets),
-    })
+    Ok(usage::UsageCheck::new(m.ipv4, m.ipv4_prefix_len, &sets))
 }
 
 /// How long the proto task waits for the setup that started it to exit before it registers

@@ -437,9 +437,9 @@ pub fn act(
     };
     sys.log(&format!("mape: {iface}: {why}: renumbering in place"));
     match super::renumber(sys, iface, cfg, owner, m) {
-        Ok(r) => {
-            watcher.renumbered(r.key);
-            return Act::Renumbered(r.usage);
+        Ok(usage) => {
+            watcher.renumbered(m.clone());
+            return Act::Renumbered(usage);
         }
         Err(super::NotInPlace::Untouched(e)) => {
             sys.log(&format!("mape: {iface}: not in place ({e})"));

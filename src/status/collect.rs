@@ -50,9 +50,7 @@ pub trait Source {
     /// counters unless `whole` (the mapping is known from elsewhere).
     fn nft_table(&mut self, table: &str, whole: bool) -> Option<TableReadBack>;
     /// The names of the `ip` tables.
-    fn nft_tables(&mut self) -> Option<Vec<String>> {
-        Some(ip_tables_of(&self.run("nft", &["list", "tables"]).ok()?))
-    }
+    fn nft_tables(&mut self) -> Option<Vec<String>>;
     /// Feeds every line of the conntrack table to `line`; returns where it came from.
     fn conntrack_lines(&mut self, line: &mut dyn FnMut(&str)) -> Result<&'static str, String> {
         if let Some(text) = self.read(PROC_CONNTRACK) {
@@ -329,14 +327,6 @@ pub fn discover(src: &mut dyn Source, dirs: &[String], use_ubus: bool) -> Vec<Ta
         out.push(t);
     }
     out
-}
-
-/// The `ip` tables of `nft list tables`.
-fn ip_tables_of(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("table ip "))
-        .map(|t| t.trim().to_string())
-        .collect()
 }
 
 /// What `collect` needs besides the targets.
@@ -761,6 +751,16 @@ pub(crate) mod tests {
         }
         fn nft_table(&mut self, table: &str, _whole: bool) -> Option<TableReadBack> {
             self.tables.get(table).cloned()
+        }
+        /// The `ip` tables of the faked `nft list tables`.
+        fn nft_tables(&mut self) -> Option<Vec<String>> {
+            let text = self.run("nft", &["list", "tables"]).ok()?;
+            Some(
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("table ip "))
+                    .map(|t| t.trim().to_string())
+                    .collect(),
+            )
         }
     }
 
