@@ -1176,7 +1176,14 @@ class Bed:
                 r.uci_batch(uci_set_lines(name, dict(proto="mape", **opts)))
                 r.ubus("network", "reload")
                 st = owrt.wait_for(lambda: self.has_error(ce, name, code), 40, f"{name}: error {code}")
-                owrt.wait_for(lambda: not r.handler_procs(iface=name), 30, f"{name}: setup to end")
+                # The failed setup has ended when only its retry task is left (it ends after the
+                # back-off, 5 s, and netifd sets the interface up again): checked in that window.
+                # "No handler process" was racy: the retried setup runs as `sh mape.sh` before its
+                # exec, and the check then saw the address it was adding.
+                def retry_task_alone():
+                    procs = [argv for _, argv in r.handler_procs(iface=name)]
+                    return procs and all("--retry-after" in argv for argv in procs)
+                owrt.wait_for(retry_task_alone, 30, f"{name}: the failed setup to end, its retry task alone")
             finally:
                 r.run("umount", "-l", "/usr/sbin/nft")   # lazily: a status round may be running nft
             c.expect(self.ce_addrs(ce) == before["addrs"], f"addresses {self.ce_addrs(ce)}")
