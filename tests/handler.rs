@@ -589,8 +589,18 @@ fn run_task(
     events: Vec<Wake>,
     owner: &str,
 ) -> Option<String> {
-    let (cfg, key) =
-        handler::watch_start(config, Some("240b:10:3f6c:d400::/56".parse().unwrap())).unwrap();
+    run_task_on(sys, config, "240b:10:3f6c:d400::/56", events, owner)
+}
+
+/// [`run_task`] of a setup on prefix `current`.
+fn run_task_on(
+    sys: &mut dyn handler::System,
+    config: &str,
+    current: &str,
+    events: Vec<Wake>,
+    owner: &str,
+) -> Option<String> {
+    let (cfg, key) = handler::watch_start(config, Some(current.parse().unwrap())).unwrap();
     let mut events = Script(events.into());
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         handler::watch::run(
@@ -746,6 +756,53 @@ fn a_renumbering_is_followed_in_place() {
 
     assert_eq!(handler::teardown(&mut sys, "wanmap"), 0);
     assert!(sys.tables.is_empty() && sys.addresses.is_empty() && sys.state.is_empty());
+}
+
+/// A renumbering in place into another rule with the same BR (option 94 with RFC 7597 Example 1
+/// and a v6plus-shaped rule: 63 port sets, then 15): not a refill; the old table is deleted,
+/// then the new script loaded whole (nft then reads no 63-set table first), both after the link
+/// loss and before the update.
+#[test]
+fn a_renumbering_in_place_into_another_shape_loads_the_table_whole() {
+    let rules = "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1 \
+                 type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=198.51.100.0,ipv6prefix=2001:db8:8800::,offset=4,br=2001:db8:ffff::1";
+    let config = json!({"tunlink": "wan6", "rule": rules}).to_string();
+    let mut sys = DryRun::new(Some(status(&[("2001:db8:12:3400::", 56)], &[])));
+    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", &config), 0);
+    assert!(sys.state[0].nft.contains("chain set_62 {"));
+    let owner = sys.state[0].owner.clone().unwrap();
+    let (from, scripts) = (sys.calls.len(), sys.nft.len());
+    let mut link = status(&[("2001:db8:8812:3400::", 56)], &[]);
+    sys.link_status = Some(link.clone());
+    link["interface"] = json!("wan6");
+    let why = run_task_on(
+        &mut sys,
+        &config,
+        "2001:db8:12:3400::/56",
+        vec![Wake::Link(link.clone()), Wake::Timeout, Wake::Link(link)],
+        &owner,
+    );
+    assert_eq!(why, None, "the task runs on: {:?}", sys.log);
+    let after = &sys.state[0];
+    assert_eq!(after.prefix, "2001:db8:8812:3400::/56");
+    assert!(after.nft.contains("chain set_14 {") && !after.nft.contains("chain set_15 {"));
+    assert_eq!(
+        notifies(&sys, from)[1..],
+        [(0, Some(false)), (0, Some(true))]
+    );
+    assert_eq!(
+        sys.nft[scripts..],
+        [
+            mape::render::nft::delete_script("mape_wanmap"),
+            after.nft.clone()
+        ]
+    );
+    assert_eq!(sys.tables, ["mape_wanmap"]);
+    assert!(
+        sys.log.iter().any(|l| l.ends_with("renumbering in place")),
+        "{:?}",
+        sys.log
+    );
 }
 
 /// A step of the renumbering in place fails: before netifd took the interface down (the status

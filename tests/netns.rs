@@ -190,7 +190,29 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
             .unwrap();
     let owner = state["owner"].as_str().unwrap().to_string();
     let before = netifd.calls().len();
-    let out = ns.try_exec(&format!("{watch} --owner {owner}"));
+    // An `nft` first in PATH that notes each run: the refill goes over netlink, not nft.
+    let shim = dir.join("shim");
+    std::fs::create_dir_all(&shim).unwrap();
+    let ran = dir.join("nft-ran");
+    std::fs::write(
+        shim.join("nft"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nPATH={}\nexec nft \"$@\"\n",
+            ran.display(),
+            std::env::var("PATH").unwrap()
+        ),
+    )
+    .unwrap();
+    ns.exec(&format!("chmod +x {}/nft", shim.display()));
+    let out = ns.try_exec(&format!(
+        "PATH={}:$PATH {watch} --owner {owner}",
+        shim.display()
+    ));
+    assert!(
+        !ran.exists(),
+        "nft ran: {:?}",
+        std::fs::read_to_string(&ran)
+    );
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && log.contains("(in place ") && log.contains(" refilled, update"),

@@ -49,6 +49,10 @@ pub trait System {
     fn ubus_call(&mut self, object: &str, method: &str, args: &Value) -> Result<Value, SysError>;
     /// `nft -f -` with this script, as one transaction.
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError>;
+    /// Runs a refill of [`nft::update_script`] (as one transaction, like `nft -f`).
+    fn nft_refill(&mut self, update: &str) -> Result<(), SysError> {
+        self.nft_apply(update)
+    }
     /// Deletes our table `ip <table>`; absent is not an error.
     fn nft_delete(&mut self, table: &str) -> Result<(), SysError> {
         self.nft_apply(&nft::delete_script(table))
@@ -537,24 +541,28 @@ fn log_up(
     }
 }
 
-/// Loads our table for `script`: by refilling the running table of `old` (a script of ours)
-/// when it has the same shape, else (or if that fails: the table is gone) the whole script,
-/// which replaces any table of that name. With how it was done, for the log (` refilled` or
-/// nothing).
+/// Loads our table `table` for `script` while the link is lost (no traffic uses it): by
+/// refilling the running table of `old` (a script of ours) when it has the same shape, else (or
+/// if that fails: the table is gone) the whole script, after deleting the old table. nft reads
+/// the whole ruleset before it changes it: replacing OCN's 63-set table with a 15-set one took
+/// 1.8 s in the test VM, loading it into an empty ruleset 0.6 s. With how it was done, for the
+/// log (` refilled` or nothing).
 fn load_table(
     sys: &mut dyn System,
     iface: &str,
+    table: &str,
     old: &str,
     script: &str,
 ) -> (Result<(), SysError>, &'static str) {
     if let Some(update) = nft::update_script(old, script) {
-        match sys.nft_apply(&update) {
+        match sys.nft_refill(&update) {
             Ok(()) => return (Ok(()), " refilled"),
             Err(e) => sys.log(&format!(
                 "mape: {iface}: refilling the nft table failed ({e}): loading it whole"
             )),
         }
     }
+    let _ = sys.nft_delete(table);
     (sys.nft_apply(script), "")
 }
 
@@ -637,7 +645,7 @@ pub fn renumber(
         sys.log(&format!("mape: {iface}: warning: {w}"));
     }
     let nft_at = std::time::Instant::now();
-    let (loaded, how) = load_table(sys, iface, &old.nft, &state.nft);
+    let (loaded, how) = load_table(sys, iface, &state.table, &old.nft, &state.nft);
     if let Err(e) = loaded {
         return failed("loading the nft table", e);
     }

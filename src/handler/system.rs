@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 use super::System;
 use crate::command::{self, CommandError};
 use crate::netlink::{self, NetlinkError};
+use crate::render::nft;
 use crate::state::{self, State, StateError};
 use crate::ubus::{self, Ubus, UbusError};
+use nix::libc;
 
 /// A failure of the system layer, typed so the handler can tell a configuration problem from
 /// a transient one.
@@ -110,6 +112,35 @@ impl System for RealSystem {
     fn nft_apply(&mut self, script: &str) -> Result<(), SysError> {
         command::run_with(&["nft", "-f", "-"], Some(script), NFT_TIMEOUT)?;
         Ok(())
+    }
+
+    fn nft_refill(&mut self, update: &str) -> Result<(), SysError> {
+        // Without nft when it is a list of our fill rules (every built-in ISP): see
+        // netlink::refill.
+        let Some(refill) = nft::read_update(update) else {
+            return self.nft_apply(update);
+        };
+        let proto = |p: nft::Proto| {
+            let n = match p {
+                nft::Proto::Tcp => libc::IPPROTO_TCP,
+                nft::Proto::Udp => libc::IPPROTO_UDP,
+                nft::Proto::Icmp => libc::IPPROTO_ICMP,
+            };
+            n as u8
+        };
+        let chains: Vec<(&str, Vec<netlink::Snat>)> = refill
+            .chains
+            .iter()
+            .map(|(c, rules)| {
+                let snat = rules.iter().map(|r| netlink::Snat {
+                    l4proto: r.proto.map(proto),
+                    addrs: r.addrs,
+                    ports: r.ports.map(|p| (p.first, p.last)),
+                });
+                (*c, snat.collect())
+            })
+            .collect();
+        Ok(netlink::refill(refill.table, &chains)?)
     }
 
     fn nft_delete(&mut self, table: &str) -> Result<(), SysError> {

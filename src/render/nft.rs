@@ -99,19 +99,24 @@ pub fn ruleset(p: &NftParams) -> Result<String, SnatError> {
     }
     let _ = writeln!(s, "\t}}");
     let mut srcnat = Vec::new();
-    let other = match (&plan, plan.spread(Backend::Nft)) {
+    let addrs = match (&plan, plan.spread(Backend::Nft)) {
         (SnatPlan::Shared { addr, ranges, .. }, Some(spread)) => {
             shared(&mut s, &mut srcnat, dev, *addr, ranges, &spread);
-            addr.to_string()
+            (*addr, *addr)
         }
-        (SnatPlan::Shared { addr, .. }, None) | (SnatPlan::Single(addr), _) => addr.to_string(),
-        (SnatPlan::Prefix { first, last }, _) => format!("{first}-{last}"),
+        (SnatPlan::Shared { addr, .. }, None) | (SnatPlan::Single(addr), _) => (*addr, *addr),
+        (SnatPlan::Prefix { first, last }, _) => (*first, *last),
+    };
+    let other = FillRule {
+        proto: None,
+        addrs,
+        ports: None,
     };
     // Protocols without ports cannot be told apart by the BR on a shared address; they still
     // leave with our address rather than a private one. The address sits in a chain of its own,
     // like the port ranges, so that a new mapping only refills chains ([`update_script`]).
     let _ = writeln!(s, "\tchain {OTHER_CHAIN} {{");
-    let _ = writeln!(s, "\t\tsnat ip to {other}");
+    let _ = writeln!(s, "\t\t{other}");
     let _ = writeln!(s, "\t}}");
     srcnat.push(format!(
         "oifname \"{dev}\" counter name \"{SNAT_OTHER}\" goto {OTHER_CHAIN}"
@@ -158,12 +163,13 @@ fn shared(
         Slots::Ranges(slots) => {
             for (i, r) in ranges.iter().enumerate() {
                 let _ = writeln!(s, "\tchain set_{i} {{");
-                for proto in ["tcp", "udp", "icmp"] {
-                    let _ = writeln!(
-                        s,
-                        "\t\tmeta l4proto {proto} snat ip to {addr}:{}",
-                        ports(r, "-")
-                    );
+                for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+                    let rule = FillRule {
+                        proto: Some(proto),
+                        addrs: (addr, addr),
+                        ports: Some(*r),
+                    };
+                    let _ = writeln!(s, "\t\t{rule}");
                 }
                 let _ = writeln!(s, "\t}}");
             }
@@ -290,6 +296,120 @@ pub fn update_script(old: &str, new: &str) -> Option<String> {
         }
     }
     Some(s)
+}
+
+/// A protocol that a rule of a fill chain matches first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Proto {
+    const ALL: [(Proto, &'static str); 3] = [
+        (Proto::Tcp, "tcp"),
+        (Proto::Udp, "udp"),
+        (Proto::Icmp, "icmp"),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or("", |x| x.1)
+    }
+}
+
+/// One rule of a chain that holds the mapping (`set_<i>`, `other`):
+/// `[meta l4proto <p>] snat ip to <a>[-<b>][:<lo>[-<hi>]]`, written by [`ruleset`] (its
+/// `Display`) and read back from a refill by [`read_update`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillRule {
+    pub proto: Option<Proto>,
+    /// The first and last address (the same for one).
+    pub addrs: (Ipv4Addr, Ipv4Addr),
+    pub ports: Option<PortSet>,
+}
+
+impl std::fmt::Display for FillRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = self.proto {
+            write!(f, "meta l4proto {} ", p.name())?;
+        }
+        let (a, b) = self.addrs;
+        write!(f, "snat ip to {a}")?;
+        if b != a {
+            write!(f, "-{b}")?;
+        }
+        if let Some(r) = &self.ports {
+            write!(f, ":{}", ports(r, "-"))?;
+        }
+        Ok(())
+    }
+}
+
+impl FillRule {
+    /// The rule its `Display` wrote, exactly; `None` for anything else.
+    fn parse(s: &str) -> Option<FillRule> {
+        let (proto, rest) = match s.strip_prefix("meta l4proto ") {
+            Some(r) => {
+                let (name, rest) = r.split_once(' ')?;
+                let p = Proto::ALL.iter().find(|(_, n)| *n == name)?.0;
+                (Some(p), rest)
+            }
+            None => (None, s),
+        };
+        let target = rest.strip_prefix("snat ip to ")?;
+        let (addrs, ports) = match target.split_once(':') {
+            Some((a, p)) => (a, Some(parse_range(p).filter(|r| ports(r, "-") == p)?)),
+            None => (target, None),
+        };
+        let (a, b) = addrs.split_once('-').unwrap_or((addrs, addrs));
+        let rule = FillRule {
+            proto,
+            addrs: (a.parse().ok()?, b.parse().ok()?),
+            ports,
+        };
+        (rule.to_string() == s).then_some(rule)
+    }
+}
+
+/// A refill of [`update_script`], read back: the table, and each chain with its new rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refill<'a> {
+    pub table: &'a str,
+    pub chains: Vec<(&'a str, Vec<FillRule>)>,
+}
+
+/// Reads a script of [`update_script`] back, for a loader that does not run `nft` (the handler
+/// sends it over netlink); `None` if a line is not a `flush chain` or a [`FillRule`] of ours
+/// (the single-port map of very many port sets): that script goes to `nft`.
+pub fn read_update(script: &str) -> Option<Refill<'_>> {
+    let mut out = Refill {
+        table: "",
+        chains: Vec::new(),
+    };
+    for line in script.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(rest) = line.strip_prefix("flush chain ip ") {
+            let (t, c) = rest.split_once(' ')?;
+            if !out.table.is_empty() && out.table != t {
+                return None;
+            }
+            out.table = t;
+            out.chains.push((c, Vec::new()));
+            continue;
+        }
+        let rest = line.strip_prefix("add rule ip ")?;
+        let (t, rest) = rest.split_once(' ')?;
+        let (c, rule) = rest.split_once(' ')?;
+        let (chain, rules) = out.chains.last_mut()?;
+        if t != out.table || c != *chain {
+            return None;
+        }
+        rules.push(FillRule::parse(rule)?);
+    }
+    (!out.table.is_empty()).then_some(out)
 }
 
 /// `lo-hi`, or `lo` for a one-port range (`sep` between the ends).
@@ -678,6 +798,80 @@ mod tests {
                 without_comments(&apply_update(&new, &same)),
                 without_comments(&new)
             );
+        }
+    }
+
+    /// A refill reads back into its chains and rules, which write the same script again; the
+    /// single-port map (offset 12) is not a list of fill rules and stays with nft.
+    #[test]
+    fn a_refill_reads_back_into_the_rules_it_was_written_from() {
+        let prefix = {
+            let mut m = rfc(8, "2001:db8:12::/48");
+            m.ipv4_prefix_len = 28;
+            m
+        };
+        for (m, chains) in [
+            (rfc(16, "2001:db8:13:3600::/56"), Some(64)),
+            (builtin("240b:11:8000:1200::/56"), Some(16)),
+            (rfc(8, "2001:db8:13::/48"), Some(1)),
+            (prefix, Some(1)),
+            (offset(12), None),
+        ] {
+            let new = script(&m, &[]);
+            let up = update_script(&new, &new).unwrap();
+            let Some(refill) = read_update(&up) else {
+                assert_eq!(chains, None, "{up}");
+                continue;
+            };
+            assert_eq!(Some(refill.chains.len()), chains);
+            assert_eq!(refill.table, "mape_wan");
+            let (a, b) = refill.chains[0].1[0].addrs;
+            assert_eq!(a == b, m.ipv4_prefix_len == 32, "{up}");
+            let mut again = String::new();
+            for (c, rules) in &refill.chains {
+                again += &format!("flush chain ip mape_wan {c}\n");
+                for r in rules {
+                    again += &format!("add rule ip mape_wan {c} {r}\n");
+                }
+            }
+            assert_eq!(again, without_comments(&up));
+        }
+        let rule = |s: &str| FillRule::parse(s);
+        assert_eq!(
+            rule("meta l4proto udp snat ip to 192.0.2.18:1232-1235"),
+            Some(FillRule {
+                proto: Some(Proto::Udp),
+                addrs: ("192.0.2.18".parse().unwrap(), "192.0.2.18".parse().unwrap()),
+                ports: Some(PortSet {
+                    first: 1232,
+                    last: 1235
+                }),
+            })
+        );
+        assert!(rule("snat ip to 192.0.2.16-192.0.2.31").is_some());
+        for odd in [
+            "meta l4proto sctp snat ip to 192.0.2.18:1-2",
+            "meta l4proto { tcp, udp, icmp } snat ip to 192.0.2.18 : numgen inc mod 2 map { 0 : 1, 1 : 2 }",
+            "snat ip to 192.0.2.18:5-5",
+            "snat ip to 192.0.2.18:6-5",
+            "snat ip to 192.0.2.18-192.0.2.18",
+            "snat ip to 192.0.2.18:01-5",
+            "snat ip to  192.0.2.18",
+            "snat to 192.0.2.18",
+            "dnat ip to 192.0.2.18",
+            "",
+        ] {
+            assert_eq!(rule(odd), None, "{odd}");
+        }
+        // a rule of another chain or table, or before any flush, is not a refill
+        for bad in [
+            "add rule ip mape_wan set_0 snat ip to 192.0.2.1\n",
+            "flush chain ip mape_wan set_0\nadd rule ip mape_x set_0 snat ip to 192.0.2.1\n",
+            "flush chain ip mape_wan set_0\nadd rule ip mape_wan set_1 snat ip to 192.0.2.1\n",
+            "flush chain ip mape_wan set_0\nflush chain ip mape_x set_1\n",
+            "# only a comment\n",
+        ] {
+            assert_eq!(read_update(bad), None, "{bad}");
         }
     }
 

@@ -26,6 +26,10 @@
 //! parser take the order as a parameter ([`Order`]), the native one at run time, and the unit
 //! tests check both.
 
+mod refill;
+
+pub use refill::{refill, Snat};
+
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv6Addr;
@@ -181,9 +185,7 @@ fn encode_dump(order: Order, msg: u16, attrs: &[u8]) -> Vec<u8> {
 /// NFT_MSG_GETOBJ for the counters of one table (the kernel filters the dump by table and type).
 fn encode_counters_dump(order: Order, table: &str) -> Vec<u8> {
     let mut attrs = Vec::new();
-    let mut z = table.as_bytes().to_vec();
-    z.push(0);
-    attr(order, &mut attrs, NFTA_OBJ_TABLE, &z);
+    attr(order, &mut attrs, NFTA_OBJ_TABLE, &c_str(table));
     // the object type is big-endian on the wire, like nf_tables' other u32 values
     attr(
         order,
@@ -426,40 +428,65 @@ fn nfnl_message(
 /// A batch of one NFT_MSG_DELTABLE for `ip <name>`, as nft sends it (begin, the message with an
 /// ACK asked for, end); integers in `order`, the batch's subsystem id big-endian.
 fn encode_delete_table(order: Order, name: &str) -> Vec<u8> {
-    let subsys = libc::NFNL_SUBSYS_NFTABLES as u16;
     let mut name_attr = Vec::new();
-    let mut z = name.as_bytes().to_vec();
+    attr(order, &mut name_attr, NFTA_TABLE_NAME, &c_str(name));
+    let mut b = Batch::new(order);
+    b.push(libc::NFT_MSG_DELTABLE, NLM_F_ACK, &name_attr);
+    b.end().0
+}
+
+/// A batch of nf_tables requests as nft sends one: NFNL_MSG_BATCH_BEGIN, the requests (sequence
+/// numbers 2, 3, …; family `ip`), NFNL_MSG_BATCH_END. The kernel applies it as one
+/// transaction.
+struct Batch {
+    order: Order,
+    out: Vec<u8>,
+    seq: u32,
+}
+
+impl Batch {
+    const SUBSYS: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
+
+    fn new(order: Order) -> Self {
+        let begin = libc::NFNL_MSG_BATCH_BEGIN as u16;
+        let out = Self::control(order, begin, 1);
+        Batch { order, out, seq: 1 }
+    }
+
+    /// A begin or end message: family AF_UNSPEC, the subsystem in res_id.
+    fn control(order: Order, kind: u16, seq: u32) -> Vec<u8> {
+        let unspec = libc::AF_UNSPEC as u8;
+        nfnl_message(order, kind, NLM_F_REQUEST, seq, unspec, Self::SUBSYS, &[])
+    }
+
+    /// Request `msg` (an `NFT_MSG_*`) with `flags` besides NLM_F_REQUEST.
+    fn push(&mut self, msg: libc::c_int, flags: u16, attrs: &[u8]) {
+        self.seq += 1;
+        self.out.extend(nfnl_message(
+            self.order,
+            (Self::SUBSYS << 8) | msg as u16,
+            NLM_F_REQUEST | flags,
+            self.seq,
+            libc::NFPROTO_IPV4 as u8,
+            0,
+            attrs,
+        ));
+    }
+
+    /// The batch, and the sequence number of its last request.
+    fn end(mut self) -> (Vec<u8>, u32) {
+        let end = libc::NFNL_MSG_BATCH_END as u16;
+        self.out
+            .extend(Self::control(self.order, end, self.seq + 1));
+        (self.out, self.seq)
+    }
+}
+
+/// `s` with its terminating NUL, as nf_tables' string attributes are.
+fn c_str(s: &str) -> Vec<u8> {
+    let mut z = s.as_bytes().to_vec();
     z.push(0);
-    attr(order, &mut name_attr, NFTA_TABLE_NAME, &z);
-    let unspec = libc::AF_UNSPEC as u8;
-    let mut out = nfnl_message(
-        order,
-        libc::NFNL_MSG_BATCH_BEGIN as u16,
-        NLM_F_REQUEST,
-        1,
-        unspec,
-        subsys,
-        &[],
-    );
-    out.extend(nfnl_message(
-        order,
-        (subsys << 8) | libc::NFT_MSG_DELTABLE as u16,
-        NLM_F_REQUEST | NLM_F_ACK,
-        2,
-        libc::NFPROTO_IPV4 as u8,
-        0,
-        &name_attr,
-    ));
-    out.extend(nfnl_message(
-        order,
-        libc::NFNL_MSG_BATCH_END as u16,
-        NLM_F_REQUEST,
-        3,
-        unspec,
-        subsys,
-        &[],
-    ));
-    out
+    z
 }
 
 /// struct nlattr { len, type } + data, padded.
@@ -484,7 +511,7 @@ fn ack_errno(order: Order, reply: &[u8]) -> Option<i32> {
 mod tests {
     use super::*;
 
-    const BOTH: [Order; 2] = [Order::Little, Order::Big];
+    pub(super) const BOTH: [Order; 2] = [Order::Little, Order::Big];
 
     fn ce() -> Ipv6Addr {
         "2001:db8:12:3400:0:c000:212:34".parse().unwrap()
@@ -671,7 +698,7 @@ mod tests {
     /// The attribute number, against the kernel header when the build host has it.
     /// The position of each name in a C enum of linux/netfilter/nf_tables.h (the kernel's
     /// headers, when installed: Debian's linux-libc-dev).
-    fn enum_positions(h: &str, enum_name: &str, want: &[(&str, u16)]) {
+    pub(super) fn enum_positions(h: &str, enum_name: &str, want: &[(&str, u16)]) {
         let body = h
             .split(&format!("enum {enum_name} {{"))
             .nth(1)
