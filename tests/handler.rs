@@ -759,50 +759,100 @@ fn a_renumbering_is_followed_in_place() {
 }
 
 /// A renumbering in place into another rule with the same BR (option 94 with RFC 7597 Example 1
-/// and a v6plus-shaped rule: 63 port sets, then 15): not a refill; the old table is deleted,
-/// then the new script loaded whole (nft then reads no 63-set table first), both after the link
-/// loss and before the update.
+/// and a v6plus-shaped rule: 63 port sets, then 15): after the link loss, a bridge refills the
+/// old table's 63 chains with the new mapping's 15 port sets; after the update, the new script
+/// is loaded whole. Without the old table (the bridge fails), it is loaded whole before the
+/// update.
 #[test]
 fn a_renumbering_in_place_into_another_shape_loads_the_table_whole() {
     let rules = "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1 \
                  type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=198.51.100.0,ipv6prefix=2001:db8:8800::,offset=4,br=2001:db8:ffff::1";
     let config = json!({"tunlink": "wan6", "rule": rules}).to_string();
-    let mut sys = DryRun::new(Some(status(&[("2001:db8:12:3400::", 56)], &[])));
-    assert_eq!(handler::setup(&mut sys, EXE, "wanmap", &config), 0);
-    assert!(sys.state[0].nft.contains("chain set_62 {"));
-    let owner = sys.state[0].owner.clone().unwrap();
-    let (from, scripts) = (sys.calls.len(), sys.nft.len());
-    let mut link = status(&[("2001:db8:8812:3400::", 56)], &[]);
-    sys.link_status = Some(link.clone());
-    link["interface"] = json!("wan6");
-    let why = run_task_on(
-        &mut sys,
-        &config,
-        "2001:db8:12:3400::/56",
-        vec![Wake::Link(link.clone()), Wake::Timeout, Wake::Link(link)],
-        &owner,
-    );
-    assert_eq!(why, None, "the task runs on: {:?}", sys.log);
-    let after = &sys.state[0];
-    assert_eq!(after.prefix, "2001:db8:8812:3400::/56");
-    assert!(after.nft.contains("chain set_14 {") && !after.nft.contains("chain set_15 {"));
-    assert_eq!(
-        notifies(&sys, from)[1..],
-        [(0, Some(false)), (0, Some(true))]
-    );
-    assert_eq!(
-        sys.nft[scripts..],
-        [
-            mape::render::nft::delete_script("mape_wanmap"),
-            after.nft.clone()
-        ]
-    );
-    assert_eq!(sys.tables, ["mape_wanmap"]);
-    assert!(
-        sys.log.iter().any(|l| l.ends_with("renumbering in place")),
-        "{:?}",
-        sys.log
-    );
+    for table_gone in [false, true] {
+        let mut sys = DryRun::new(Some(status(&[("2001:db8:12:3400::", 56)], &[])));
+        assert_eq!(handler::setup(&mut sys, EXE, "wanmap", &config), 0);
+        assert!(sys.state[0].nft.contains("chain set_62 {"));
+        if table_gone {
+            sys.tables.clear();
+        }
+        let owner = sys.state[0].owner.clone().unwrap();
+        let (from, scripts) = (sys.calls.len(), sys.nft.len());
+        let mut link = status(&[("2001:db8:8812:3400::", 56)], &[]);
+        sys.link_status = Some(link.clone());
+        link["interface"] = json!("wan6");
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut hooked = Hooked {
+            sys: &mut sys,
+            before: Box::new(|_, m| {
+                if m == "nft" || m == "notify_proto" {
+                    order.borrow_mut().push(m.to_string())
+                }
+            }),
+        };
+        let why = run_task_on(
+            &mut hooked,
+            &config,
+            "2001:db8:12:3400::/56",
+            vec![Wake::Link(link.clone()), Wake::Timeout, Wake::Link(link)],
+            &owner,
+        );
+        drop(hooked);
+        assert_eq!(why, None, "the task runs on: {:?}", sys.log);
+        let after = &sys.state[0];
+        assert_eq!(after.prefix, "2001:db8:8812:3400::/56");
+        assert!(after.nft.contains("chain set_14 {") && !after.nft.contains("chain set_15 {"));
+        assert_eq!(
+            notifies(&sys, from)[1..],
+            [(0, Some(false)), (0, Some(true))]
+        );
+        assert_eq!(sys.tables, ["mape_wanmap"]);
+        let order = order.into_inner();
+        let tail: Vec<&str> = order
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(|x| x.as_str())
+            .collect();
+        let nft = &sys.nft[scripts..];
+        if table_gone {
+            // the bridge fails as a whole; the old table deleted (nothing), the new one loaded,
+            // all before the update
+            assert_eq!(nft.len(), 2, "{nft:?}");
+            assert_eq!(nft[0], mape::render::nft::delete_script("mape_wanmap"));
+            assert_eq!(nft[1], after.nft);
+            // link loss, the failed bridge, the delete, the whole table, the update
+            let want = ["notify_proto", "nft", "nft", "nft", "notify_proto"].map(String::from);
+            assert!(order.ends_with(&want), "{order:?}");
+            continue;
+        }
+        assert_eq!(nft.len(), 2, "{nft:?}");
+        let bridge = &nft[0];
+        assert_eq!(
+            bridge.matches("flush chain ip mape_wanmap set_").count(),
+            63,
+            "{bridge}"
+        );
+        assert!(bridge.contains(
+            "flush chain ip mape_wanmap set_62\nadd rule ip mape_wanmap set_62 meta l4proto tcp snat ip to 198.51.100.18:"
+        ));
+        assert!(!bridge.contains("192.0.2.") && !bridge.contains("vmap"));
+        assert_eq!(nft[1], after.nft);
+        // link loss, the bridge, the update, then the whole table
+        assert_eq!(tail, ["notify_proto", "nft", "notify_proto", "nft"]);
+        assert!(
+            sys.log
+                .iter()
+                .any(|l| l.contains("(in place ") && l.contains(" bridged, update"))
+                && sys
+                    .log
+                    .last()
+                    .unwrap()
+                    .contains("nft table of the new shape loaded"),
+            "{:?}",
+            sys.log
+        );
+    }
 }
 
 /// A step of the renumbering in place fails: before netifd took the interface down (the status

@@ -190,29 +190,9 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
             .unwrap();
     let owner = state["owner"].as_str().unwrap().to_string();
     let before = netifd.calls().len();
-    // An `nft` first in PATH that notes each run: the refill goes over netlink, not nft.
-    let shim = dir.join("shim");
-    std::fs::create_dir_all(&shim).unwrap();
-    let ran = dir.join("nft-ran");
-    std::fs::write(
-        shim.join("nft"),
-        format!(
-            "#!/bin/sh\necho \"$*\" >> {}\nPATH={}\nexec nft \"$@\"\n",
-            ran.display(),
-            std::env::var("PATH").unwrap()
-        ),
-    )
-    .unwrap();
-    ns.exec(&format!("chmod +x {}/nft", shim.display()));
-    let out = ns.try_exec(&format!(
-        "PATH={}:$PATH {watch} --owner {owner}",
-        shim.display()
-    ));
-    assert!(
-        !ran.exists(),
-        "nft ran: {:?}",
-        std::fs::read_to_string(&ran)
-    );
+    // The refill goes over netlink, not nft.
+    let (out, nft_runs) = with_nft_noted(&ns, &dir, &format!("{watch} --owner {owner}"));
+    assert!(nft_runs.is_empty(), "nft ran: {nft_runs:?}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && log.contains("(in place ") && log.contains(" refilled, update"),
@@ -246,6 +226,88 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     ));
     assert_eq!(refilled, ns.exec("nft list table ip mape_wanmap"));
     ns.exec(&teardown);
+    assert!(!ns.exec("nft list tables").contains("mape_wanmap"));
+}
+
+/// Runs `cmd` in `ns` with an `nft` first in PATH that notes each run (then runs the real one):
+/// its output, and the arguments of each nft run.
+fn with_nft_noted(ns: &Netns, dir: &Path, cmd: &str) -> (std::process::Output, Vec<String>) {
+    let shim = dir.join("shim");
+    std::fs::create_dir_all(&shim).unwrap();
+    let ran = dir.join("nft-ran");
+    let _ = std::fs::remove_file(&ran);
+    std::fs::write(
+        shim.join("nft"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nPATH={}\nexec nft \"$@\"\n",
+            ran.display(),
+            std::env::var("PATH").unwrap()
+        ),
+    )
+    .unwrap();
+    ns.exec(&format!("chmod +x {}/nft", shim.display()));
+    let out = ns.try_exec(&format!("PATH={}:$PATH {cmd}", shim.display()));
+    let runs = std::fs::read_to_string(&ran).unwrap_or_default();
+    (out, runs.lines().map(String::from).collect())
+}
+
+/// A renumbering in place into another rule with the same BR (RFC 7597 Example 1's 63 port
+/// sets, then a v6plus-shaped rule's 15), on the real kernel: the bridge refill goes over
+/// netlink into the running 63-set table, and nft runs once, after the update, for the whole
+/// new table, which is then the one the new mapping's script makes.
+#[test]
+fn a_renumbering_into_another_shape_is_bridged_then_loaded_whole() {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
+        return;
+    }
+    let ns = Netns::new("bridge");
+    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
+    let dir = tempdir("bridge");
+    let status = |p: &str| {
+        format!(r#"{{"up":true,"l3_device":"wan","ipv6-prefix":[{{"address":"{p}","mask":56}}]}}"#)
+    };
+    std::fs::write(dir.join("status.json"), status("2001:db8:12:3400::")).unwrap();
+    let Some(netifd) = FakeNetifd::start(&dir) else {
+        return;
+    };
+    let rules = "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1 \
+                 type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=198.51.100.0,ipv6prefix=2001:db8:8800::,offset=4,br=2001:db8:ffff::1";
+    let config = json!({"tunlink": "wan6", "rule": rules}).to_string();
+    let d = dir.display();
+    let env = format!("{} MAPE_STATE_DIR={d}/state", netifd.env());
+    ns.exec(&format!("{env} {BIN} netifd mape setup wanmap '{config}'"));
+    let before = ns.exec("nft list table ip mape_wanmap");
+    assert!(before.contains("chain set_62 {"), "{before}");
+    std::fs::write(dir.join("status.json"), status("2001:db8:8812:3400::")).unwrap();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/wanmap.json")).unwrap())
+            .unwrap();
+    let owner = state["owner"].as_str().unwrap();
+    let watch = format!(
+        "{env} {BIN} netifd watch wanmap '{config}' --current 2001:db8:12:3400::/56 --once --owner {owner}"
+    );
+    let (out, nft_runs) = with_nft_noted(&ns, &dir, &watch);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && log.contains(" bridged, update")
+            && log.contains("nft table of the new shape loaded"),
+        "{log}"
+    );
+    assert_eq!(nft_runs, ["-f -"], "{log}");
+    let after = ns.exec("nft list table ip mape_wanmap");
+    assert!(
+        after.contains("chain set_14 {") && !after.contains("chain set_15 {"),
+        "{after}"
+    );
+    assert!(!after.contains("192.0.2."), "{after}");
+    ns.exec(&format!(
+        "nft delete table ip mape_wanmap && {env} {BIN} netifd reapply"
+    ));
+    assert_eq!(after, ns.exec("nft list table ip mape_wanmap"));
+    ns.exec(&format!(
+        "{env} {BIN} netifd mape teardown wanmap '{config}'"
+    ));
     assert!(!ns.exec("nft list tables").contains("mape_wanmap"));
 }
 

@@ -541,29 +541,54 @@ fn log_up(
     }
 }
 
+/// How [`load_table`] loaded the table, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loaded {
+    /// The chains that hold the mapping refilled (the same shape).
+    Refilled,
+    /// The old table's chains refilled with the new mapping's port sets (another shape): the
+    /// whole script is still to load.
+    Bridged,
+    Whole,
+}
+
+impl Loaded {
+    fn note(self) -> &'static str {
+        match self {
+            Loaded::Refilled => " refilled",
+            Loaded::Bridged => " bridged",
+            Loaded::Whole => "",
+        }
+    }
+}
+
 /// Loads our table `table` for `script` while the link is lost (no traffic uses it): by
-/// refilling the running table of `old` (a script of ours) when it has the same shape, else (or
-/// if that fails: the table is gone) the whole script, after deleting the old table. nft reads
-/// the whole ruleset before it changes it: replacing OCN's 63-set table with a 15-set one took
-/// 1.8 s in the test VM, loading it into an empty ruleset 0.6 s. With how it was done, for the
-/// log (` refilled` or nothing).
+/// refilling the running table of `old` (a script of ours) when it has the same shape; else by
+/// a bridge ([`nft::bridge_script`]: the caller loads the whole script once IPv4 is back);
+/// else (or if those fail: the table is gone) the whole script, after deleting the old table.
+/// nft reads the whole ruleset before it changes it: replacing OCN's 63-set table with a
+/// 15-set one took 1.8 s in the test VM, the refill over netlink 0.16 s.
 fn load_table(
     sys: &mut dyn System,
     iface: &str,
     table: &str,
     old: &str,
     script: &str,
-) -> (Result<(), SysError>, &'static str) {
-    if let Some(update) = nft::update_script(old, script) {
-        match sys.nft_refill(&update) {
-            Ok(()) => return (Ok(()), " refilled"),
+) -> (Result<(), SysError>, Loaded) {
+    let refills = [
+        (nft::update_script(old, script), Loaded::Refilled),
+        (nft::bridge_script(old, script), Loaded::Bridged),
+    ];
+    if let Some((refill, how)) = refills.into_iter().find_map(|(r, how)| Some((r?, how))) {
+        match sys.nft_refill(&refill) {
+            Ok(()) => return (Ok(()), how),
             Err(e) => sys.log(&format!(
                 "mape: {iface}: refilling the nft table failed ({e}): loading it whole"
             )),
         }
     }
     let _ = sys.nft_delete(table);
-    (sys.nft_apply(script), "")
+    (sys.nft_apply(script), Loaded::Whole)
 }
 
 /// Why a renumbering was not done in place ([`renumber`]); the proto task then ends and netifd
@@ -659,8 +684,24 @@ pub fn renumber(
         &plan,
         "in place",
         [started, nft_at, update_at],
-        how,
+        how.note(),
     );
+    if how == Loaded::Bridged {
+        // IPv4 is back on the bridge; now the buckets of the new shape (an atomic replace).
+        let whole_at = std::time::Instant::now();
+        if let Err(e) = sys.nft_apply(&state.nft) {
+            return failed("loading the whole nft table after the bridge", e);
+        }
+        let ms = whole_at.elapsed().as_millis();
+        let took = if sys.timed() {
+            format!(" ({ms} ms)")
+        } else {
+            String::new()
+        };
+        sys.log(&format!(
+            "mape: {iface}: nft table of the new shape loaded{took}"
+        ));
+    }
     let m = &resolved.mapping;
     let sets: Vec<_> = m.port_sets().collect();
     Ok(usage::UsageCheck::new(m.ipv4, m.ipv4_prefix_len, &sets))

@@ -284,18 +284,64 @@ pub fn update_script(old: &str, new: &str) -> Option<String> {
     if a.frame != b.frame {
         return None;
     }
-    let t = b.table;
+    Some(refill_text(
+        new,
+        b.table,
+        b.fills.iter().map(|(c, r)| (*c, r)),
+    ))
+}
+
+/// A refill that makes the running table of script `old` SNAT into the mapping of script `new`
+/// when their shapes differ (another rule with the same BR, e.g. 63 port sets, then 15): each
+/// `set_<i>` chain of `old` gets the rules of `new`'s range `i mod n` (`n`: `new`'s ranges),
+/// `other` gets `new`'s. Every connection then takes one of `new`'s port sets, though unevenly
+/// (and only `old`'s count of them when `new` has more) until `new` is loaded whole: a bridge
+/// that keeps a whole `nft -f` off the way back to IPv4. `None` unless both have chains per
+/// range, in the same table and on the same tunnel.
+pub fn bridge_script(old: &str, new: &str) -> Option<String> {
+    let (a, b) = (split(old)?, split(new)?);
+    if a.table != b.table || tunnel(&a.frame)? != tunnel(&b.frame)? {
+        return None;
+    }
+    let fill = |name: &str| b.fills.iter().find(|(c, _)| *c == name).map(|(_, r)| r);
+    let ranges: Vec<&Vec<&str>> = (0..).map_while(|i| fill(&format!("set_{i}"))).collect();
+    let mut chains = Vec::new();
+    for (chain, _) in &a.fills {
+        let rules = match chain.strip_prefix("set_") {
+            Some(i) => *ranges.get(i.parse::<usize>().ok()? % ranges.len().max(1))?,
+            None if *chain == OTHER_CHAIN => fill(OTHER_CHAIN)?,
+            None => return None,
+        };
+        chains.push((*chain, rules));
+    }
+    Some(refill_text(new, b.table, chains.into_iter()))
+}
+
+/// The tunnel device the `srcnat` rules of a script's frame name.
+fn tunnel<'a>(frame: &[&'a str]) -> Option<&'a str> {
+    frame.iter().find_map(|l| {
+        let rest = l.split_once("oifname \"")?.1;
+        rest.split_once('"').map(|x| x.0)
+    })
+}
+
+/// A refill script: the comments of `new`, then per chain `flush chain` and its rules.
+fn refill_text<'a>(
+    new: &str,
+    t: &str,
+    chains: impl Iterator<Item = (&'a str, &'a Vec<&'a str>)>,
+) -> String {
     let mut s = String::new();
     for line in new.lines().take_while(|l| l.starts_with('#')) {
         let _ = writeln!(s, "{line}");
     }
-    for (chain, rules) in &b.fills {
+    for (chain, rules) in chains {
         let _ = writeln!(s, "flush chain ip {t} {chain}");
         for r in rules {
             let _ = writeln!(s, "add rule ip {t} {chain} {r}");
         }
     }
-    Some(s)
+    s
 }
 
 /// A protocol that a rule of a fill chain matches first.
@@ -799,6 +845,54 @@ mod tests {
                 without_comments(&new)
             );
         }
+    }
+
+    /// Another shape (OCN's 63 port sets, then v6plus's 15, and back): the bridge refills every
+    /// chain of the running table with the new mapping's ranges, so each packet leaves in one of
+    /// the new port sets; from 15 chains to 63 ranges only 15 of them until the whole load.
+    #[test]
+    fn a_bridge_snats_into_the_new_mapping_from_a_table_of_another_shape() {
+        let (ocn, v6) = (
+            builtin("2400:4050:a0:c400::/56"),
+            builtin("240b:10:3f6c:d400::/56"),
+        );
+        for (a, b, used) in [(&ocn, &v6, 15), (&v6, &ocn, 15)] {
+            let (old, new) = (script(a, &[]), script(b, &[]));
+            assert_eq!(update_script(&old, &new), None);
+            let bridge = bridge_script(&old, &new).expect("both have chains per range");
+            let left = apply_update(&old, &bridge);
+            // the old frame (its bucket maps over the old chains) with the new rules
+            assert_eq!(split(&left).unwrap().frame, split(&old).unwrap().frame);
+            let Some(SnatPlan::Shared { addr, ranges, .. }) = read_table(&left).snat else {
+                panic!("{left}")
+            };
+            assert_eq!(addr, b.ipv4);
+            let sets: Vec<PortSet> = b.port_sets().collect();
+            assert!(ranges.iter().all(|r| sets.contains(r)), "{ranges:?}");
+            let mut distinct = ranges.clone();
+            distinct.sort_by_key(|r| r.first);
+            distinct.dedup();
+            assert_eq!(distinct.len(), used);
+            assert!(bridge.contains(&format!(
+                "add rule ip mape_wan other snat ip to {}\n",
+                b.ipv4
+            )));
+            let refill = read_update(&bridge).expect("a refill of fill rules");
+            assert_eq!(refill.chains.len(), split(&old).unwrap().fills.len());
+        }
+        // not for another table or tunnel, nor the single-port map
+        let (old, new) = (script(&ocn, &[]), script(&v6, &[]));
+        assert_eq!(
+            bridge_script(&old, &new.replace("mape_wan", "mape_x")),
+            None
+        );
+        assert_eq!(
+            bridge_script(&old, &new.replace("\"map-wan\"", "\"map-x\"")),
+            None
+        );
+        let ports = script(&offset(12), &[]);
+        assert_eq!(bridge_script(&old, &ports), None);
+        assert_eq!(bridge_script(&ports, &new), None);
     }
 
     /// A refill reads back into its chains and rules, which write the same script again; the
