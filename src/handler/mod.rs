@@ -611,14 +611,16 @@ pub enum NotInPlace {
 /// About half the time of the task ending, netifd's teardown and a setup (two processes).
 ///
 /// Only for the mapping `want` the task confirmed, on the same tunnel link and BR (the host
-/// dependency stays as it is); otherwise [`NotInPlace::Untouched`]. Done, the port-usage check
-/// of the new mapping.
+/// dependency stays as it is); otherwise [`NotInPlace::Untouched`]. `seen`: the link status
+/// the task confirmed it in, if it has one (else netifd is asked: one ubus call more on the way
+/// back to IPv4). Done, the port-usage check of the new mapping.
 pub fn renumber(
     sys: &mut dyn System,
     iface: &str,
     cfg: &HandlerConfig,
     owner: &str,
     want: &MappingKey,
+    seen: Option<&LinkStatus>,
 ) -> Result<Option<usage::UsageCheck>, NotInPlace> {
     let started = std::time::Instant::now();
     let untouched = |why: &'static str| Err(NotInPlace::Untouched(why));
@@ -631,8 +633,12 @@ pub fn renumber(
     let Some(tunlink) = old.tunlink.clone() else {
         return untouched("no tunnel link");
     };
-    let Ok(link) = link_status(sys, &tunlink) else {
-        return untouched("the link's status is unknown");
+    let link = match seen {
+        Some(l) => l.clone(),
+        None => match link_status(sys, &tunlink) {
+            Ok(l) => l,
+            Err(_) => return untouched("the link's status is unknown"),
+        },
     };
     let Some(resolved) = resolve_for_link(cfg, &link)
         .ok()

@@ -78,8 +78,9 @@ impl std::fmt::Display for MappingKey {
 pub enum Look {
     /// Nothing can be said (status unreadable, link not up, no usable prefix): keep going.
     Unknown(String),
-    /// The best usable prefix maps to this.
-    Maps(MappingKey, String),
+    /// The best usable prefix maps to this: the mapping, the prefix (for the log), and the link
+    /// status it came from (`None` in tests), which a renumbering in place then uses.
+    Maps(MappingKey, String, Option<Box<LinkStatus>>),
     /// The tunnel link is down (not setting up) and the interface is dhcpv6.script's: it must
     /// go with the binding.
     Gone,
@@ -114,6 +115,7 @@ pub fn look(
         Ok(r) => Look::Maps(
             MappingKey::of(&r.mapping),
             format!("prefix {}", r.mapping.prefix),
+            Some(Box::new(link)),
         ),
         Err((_, why, _)) => Look::Unknown(why),
     }
@@ -162,11 +164,11 @@ impl Watcher {
                 self.seen = None;
                 Verdict::Keep
             }
-            (Look::Maps(m, _), Some(cur)) if m == cur => {
+            (Look::Maps(m, ..), Some(cur)) if m == cur => {
                 self.seen = None;
                 Verdict::Keep
             }
-            (Look::Maps(m, how), cur) => {
+            (Look::Maps(m, how, _), cur) => {
                 if self.seen.as_ref() == Some(m) {
                     let was = cur.as_ref().map_or("none".to_string(), |c| c.to_string());
                     Verdict::Restart(format!("{how} now maps to {m} (was {was})"))
@@ -196,8 +198,8 @@ mod tests {
     #[test]
     fn restarts_only_on_a_confirmed_other_mapping() {
         let mut w = Watcher::new(Some(key("192.0.2.1", 1)));
-        let same = Look::Maps(key("192.0.2.1", 1), "p".into());
-        let other = Look::Maps(key("192.0.2.2", 1), "p2".into());
+        let same = Look::Maps(key("192.0.2.1", 1), "p".into(), None);
+        let other = Look::Maps(key("192.0.2.2", 1), "p2".into(), None);
         let unknown = Look::Unknown("timeout".into());
         assert_eq!(w.feed(&same), Verdict::Keep);
         assert_eq!(w.feed(&unknown), Verdict::Keep);
@@ -214,7 +216,7 @@ mod tests {
     fn waiting_ends_when_a_prefix_maps() {
         let mut w = Watcher::new(None);
         assert_eq!(w.feed(&Look::Unknown("no prefix".into())), Verdict::Keep);
-        let m = Look::Maps(key("192.0.2.1", 1), "p".into());
+        let m = Look::Maps(key("192.0.2.1", 1), "p".into(), None);
         assert_eq!(w.feed(&m), Verdict::Confirm);
         assert!(matches!(w.feed(&m), Verdict::Restart(_)));
     }
@@ -432,11 +434,11 @@ pub fn act(
         Verdict::Confirm => return Act::Confirm,
         Verdict::Restart(why) => why,
     };
-    let (Some(owner), Look::Maps(m, _)) = (owner, l) else {
+    let (Some(owner), Look::Maps(m, _, link)) = (owner, l) else {
         return Act::End(why);
     };
     sys.log(&format!("mape: {iface}: {why}: renumbering in place"));
-    match super::renumber(sys, iface, cfg, owner, m) {
+    match super::renumber(sys, iface, cfg, owner, m, link.as_deref()) {
         Ok(usage) => {
             watcher.renumbered(m.clone());
             return Act::Renumbered(usage);
