@@ -575,11 +575,10 @@ fn load_table(
     old: &str,
     script: &str,
 ) -> (Result<(), SysError>, Loaded) {
-    let refills = [
-        (nft::update_script(old, script), Loaded::Refilled),
-        (nft::bridge_script(old, script), Loaded::Bridged),
-    ];
-    if let Some((refill, how)) = refills.into_iter().find_map(|(r, how)| Some((r?, how))) {
+    let refill = nft::update_script(old, script)
+        .map(|r| (r, Loaded::Refilled))
+        .or_else(|| Some((nft::bridge_script(old, script)?, Loaded::Bridged)));
+    if let Some((refill, how)) = refill {
         match sys.nft_refill(&refill) {
             Ok(()) => return (Ok(()), how),
             Err(e) => sys.log(&format!(
