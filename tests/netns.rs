@@ -100,16 +100,24 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
     assert_eq!(ns.exec("nft list tables").trim(), "");
 }
 
+/// A namespace with a veth `wan`, a temporary directory whose `status.json` (the tunnel link's
+/// status netifd answers) is `status`, and the netifd recorder on a real ubusd; `None` when the
+/// root tests are opted out or the userland is missing (a clear line was printed).
+fn handler_bed(tag: &str, status: &str) -> Option<(Netns, std::path::PathBuf, FakeNetifd)> {
+    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
+        return None;
+    }
+    let ns = Netns::new(tag);
+    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
+    let dir = tempdir(tag);
+    std::fs::write(dir.join("status.json"), status).unwrap();
+    let netifd = FakeNetifd::start(&dir)?;
+    Some((ns, dir, netifd))
+}
+
 #[test]
 fn real_handler_adds_address_and_table_and_teardown_removes_them() {
-    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
-        return;
-    }
-    let ns = Netns::new("handler");
-    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
-    let dir = tempdir("handler");
-    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
-    let Some(netifd) = FakeNetifd::start(&dir) else {
+    let Some((ns, dir, netifd)) = handler_bed("handler", V6PLUS_STATUS) else {
         return;
     };
     let d = dir.display();
@@ -257,17 +265,10 @@ fn with_nft_noted(ns: &Netns, dir: &Path, cmd: &str) -> (std::process::Output, V
 /// new table, which is then the one the new mapping's script makes.
 #[test]
 fn a_renumbering_into_another_shape_is_bridged_then_loaded_whole() {
-    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
-        return;
-    }
-    let ns = Netns::new("bridge");
-    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
-    let dir = tempdir("bridge");
     let status = |p: &str| {
         format!(r#"{{"up":true,"l3_device":"wan","ipv6-prefix":[{{"address":"{p}","mask":56}}]}}"#)
     };
-    std::fs::write(dir.join("status.json"), status("2001:db8:12:3400::")).unwrap();
-    let Some(netifd) = FakeNetifd::start(&dir) else {
+    let Some((ns, dir, netifd)) = handler_bed("bridge", &status("2001:db8:12:3400::")) else {
         return;
     };
     let rules = "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1 \
@@ -318,14 +319,7 @@ fn a_renumbering_into_another_shape_is_bridged_then_loaded_whole() {
 /// default 30 s. The netifd recorder (real ubusd) never answers the stale update.
 #[test]
 fn a_stale_setup_whose_update_times_out_leaves_the_live_table_and_address() {
-    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
-        return;
-    }
-    let ns = Netns::new("stale");
-    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
-    let dir = tempdir("stale");
-    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
-    let Some(netifd) = FakeNetifd::start(&dir) else {
+    let Some((ns, dir, netifd)) = handler_bed("stale", V6PLUS_STATUS) else {
         return;
     };
     let d = dir.display();
@@ -405,14 +399,7 @@ fn a_stale_setup_whose_update_times_out_leaves_the_live_table_and_address() {
 
 #[test]
 fn bad_config_leaves_the_system_as_it_was() {
-    if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
-        return;
-    }
-    let ns = Netns::new("badcfg");
-    ns.exec("ip link add wan type veth peer name wanpeer && ip link set wanpeer up && ip link set wan up");
-    let dir = tempdir("badcfg");
-    std::fs::write(dir.join("status.json"), V6PLUS_STATUS).unwrap();
-    let Some(netifd) = FakeNetifd::start(&dir) else {
+    let Some((ns, dir, netifd)) = handler_bed("badcfg", V6PLUS_STATUS) else {
         return;
     };
     let before = ns.exec("ip -6 addr show dev wan; nft list ruleset");

@@ -127,9 +127,11 @@ fn encode_refill(order: Order, table: &str, chains: &[(&str, Vec<Snat>)]) -> (Ve
     b.end()
 }
 
-/// nf_tables' u32 attribute values are big-endian (whatever the host's order).
-fn be32(v: u32) -> [u8; 4] {
-    v.to_be_bytes()
+/// Attributes of u32 values, which nf_tables takes big-endian (whatever the host's order).
+fn u32_attrs(order: Order, out: &mut Vec<u8>, attrs: &[(u16, u32)]) {
+    for (kind, v) in attrs {
+        attr(order, out, *kind, &v.to_be_bytes());
+    }
 }
 
 /// The expression list of one rule (the value of NFTA_RULE_EXPRESSIONS).
@@ -142,26 +144,29 @@ fn expressions(order: Order, r: &Snat) -> Vec<u8> {
         attr(order, &mut e, NFTA_EXPR_DATA | NESTED, &data);
         attr(order, &mut list, NFTA_LIST_ELEM | NESTED, &e);
     };
-    let value = |bytes: &[u8]| {
+    // [registers…], then NFTA_DATA_VALUE nested under `kind`
+    let with_value = |regs: &[(u16, u32)], kind: u16, bytes: &[u8]| {
         let mut v = Vec::new();
         attr(order, &mut v, NFTA_DATA_VALUE, bytes);
-        v
+        let mut e = Vec::new();
+        u32_attrs(order, &mut e, regs);
+        attr(order, &mut e, kind | NESTED, &v);
+        e
     };
     if let Some(p) = r.l4proto {
         let mut meta = Vec::new();
-        attr(
+        let key = libc::NFT_META_L4PROTO as u32;
+        u32_attrs(
             order,
             &mut meta,
-            NFTA_META_KEY,
-            &be32(libc::NFT_META_L4PROTO as u32),
+            &[(NFTA_META_KEY, key), (NFTA_META_DREG, reg1)],
         );
-        attr(order, &mut meta, NFTA_META_DREG, &be32(reg1));
         elem("meta", meta);
-        let mut cmp = Vec::new();
-        attr(order, &mut cmp, NFTA_CMP_SREG, &be32(reg1));
-        attr(order, &mut cmp, NFTA_CMP_OP, &be32(libc::NFT_CMP_EQ as u32));
-        attr(order, &mut cmp, NFTA_CMP_DATA | NESTED, &value(&[p]));
-        elem("cmp", cmp);
+        let cmp = [
+            (NFTA_CMP_SREG, reg1),
+            (NFTA_CMP_OP, libc::NFT_CMP_EQ as u32),
+        ];
+        elem("cmp", with_value(&cmp, NFTA_CMP_DATA, &[p]));
     }
     // The values in registers 1, 2, … in order: addresses, then ports.
     let (a, b) = r.addrs;
@@ -176,32 +181,20 @@ fn expressions(order: Order, r: &Snat) -> Vec<u8> {
         }
     }
     let mut nat = Vec::new();
-    attr(
+    let (snat, ip) = (libc::NFT_NAT_SNAT as u32, libc::NFPROTO_IPV4 as u32);
+    u32_attrs(
         order,
         &mut nat,
-        NFTA_NAT_TYPE,
-        &be32(libc::NFT_NAT_SNAT as u32),
-    );
-    attr(
-        order,
-        &mut nat,
-        NFTA_NAT_FAMILY,
-        &be32(libc::NFPROTO_IPV4 as u32),
+        &[(NFTA_NAT_TYPE, snat), (NFTA_NAT_FAMILY, ip)],
     );
     for (reg, (which, bytes)) in (reg1..).zip(&regs) {
-        let mut imm = Vec::new();
-        attr(order, &mut imm, NFTA_IMMEDIATE_DREG, &be32(reg));
-        attr(order, &mut imm, NFTA_IMMEDIATE_DATA | NESTED, &value(bytes));
-        elem("immediate", imm);
-        attr(order, &mut nat, *which, &be32(reg));
+        let imm = [(NFTA_IMMEDIATE_DREG, reg)];
+        elem("immediate", with_value(&imm, NFTA_IMMEDIATE_DATA, bytes));
+        u32_attrs(order, &mut nat, &[(*which, reg)]);
     }
     if r.ports.is_some() {
-        attr(
-            order,
-            &mut nat,
-            NFTA_NAT_FLAGS,
-            &be32(NF_NAT_RANGE_PROTO_SPECIFIED),
-        );
+        let flags = NF_NAT_RANGE_PROTO_SPECIFIED;
+        u32_attrs(order, &mut nat, &[(NFTA_NAT_FLAGS, flags)]);
     }
     elem("nat", nat);
     list
