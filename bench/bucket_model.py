@@ -13,6 +13,14 @@ bench/hold.py: "mixed" (one site + 0-3 short TCP and 0-2 UDP to other hosts per 
 (UDP flows to one server + the same background). Prints P(drop before 90 %) and the mean and
 smallest share of the ports held when the model stops (after 10 failures past 90 %, so it is
 lower than bench/run.sh's held ÷ allowed, which ends on a failed connect).
+
+    python3 bench/bucket_model.py end v6plus|ocn <trials>
+
+The end of the line as bench/hold.py meets it: the LAN host opens one connection at a time, the
+background flows of a shape come only between connections, and a connection fails when all of
+its 11 tries (the SYN and 10 retransmissions, `tcp_syn_retries` 6 with 4 linear timeouts) found
+their set full; each try takes the next value of its bucket's counter. Prints the mean and
+smallest held ÷ allowed (the smallest of the sites for "sites") and how often it is below 0.99.
 """
 import random, sys, statistics
 def run(N, S, K, perproto, shape, rng):
@@ -66,7 +74,48 @@ def run(N, S, K, perproto, shape, rng):
                 active.remove(s) if s in active else None
         if held[s] >= allowed and s in active: active.remove(s)
     return [(held[s]/allowed, d90[s]) for s in sites]
+def held_at_end(N, S, K, shape, rng, tries=11):
+    """held ÷ allowed when the first connection fails all its tries (see the module's doc)."""
+    bk, ctr, used = {}, {}, {}
+    def flow(key):
+        b = (key[0], bk.setdefault(key, rng.randrange(K)))
+        c = ctr.get(b, 0); ctr[b] = c + 1
+        u = used.setdefault(key, [0]*N)
+        if u[c % N] < S:
+            u[c % N] += 1; return True
+        return False
+    k = 0
+    def background():
+        nonlocal k
+        for _ in range(rng.randint(0, 3)):
+            k += 1; flow(("tcp", 1 + k % 250, 9000 + (k//250) % 8))
+        for _ in range(rng.randint(0, 2)):
+            k += 1; flow(("udp", 1 + k % 250, 53))
+        if shape == "sites":
+            flow(("udp", "resolver", 53))
+            if rng.random() < 0.5: flow(("udp", "quic%d" % rng.randrange(4), 443))
+    sites = [("tcp", "srv", 8080)] if shape == "mixed" else [("tcp", "site%d" % i, 443) for i in range(3)]
+    held = {s: 0 for s in sites}
+    turn = 0
+    while True:
+        s = sites[turn % len(sites)]; turn += 1
+        background()
+        if not any(flow(s) for _ in range(tries)):
+            break
+        held[s] += 1
+    return min(held.values()) / (N*S)
+def end(line, trials):
+    N, S = (15, 16) if line == "v6plus" else (63, 16)
+    for shape in ("mixed", "sites"):
+        for K in (64, 128, 256):
+            rng = random.Random(11)
+            u = [held_at_end(N, S, K, shape, rng) for _ in range(trials)]
+            low = sum(1 for x in u if x < 0.99) / len(u)
+            print(f"{line:6} {shape:6} K={K:3}: held mean {statistics.mean(u):.4f} min {min(u):.4f} "
+                  f"P(held < 0.99)={low:.2f}", flush=True)
 def main():
+    if sys.argv[1] == "end":
+        return end(sys.argv[2], int(sys.argv[3]))
     N, S = (15, 16) if sys.argv[1] == "v6plus" else (63, 16)
     trials = int(sys.argv[2])
     for shape in ("mixed", "sites", "udp"):
@@ -78,4 +127,5 @@ def main():
                 util = statistics.mean(u for u, d in res)
                 mind = min(u for u,d in res)
                 print(f"{sys.argv[1]:6} {shape:6} perproto={perproto} K={K:3}: P(drop before 90%)={bad/len(res):.3f} mean util={util:.3f} min={mind:.3f}", flush=True)
-main()
+if __name__ == "__main__":
+    main()
