@@ -259,57 +259,104 @@ fn with_nft_noted(ns: &Netns, dir: &Path, cmd: &str) -> (std::process::Output, V
     (out, runs.lines().map(String::from).collect())
 }
 
+/// What [`renumber_in_place`] saw: the task's log, the arguments of each nft run, the table
+/// before and after, and the table the new state's whole script makes (`reapply`).
+struct Renumbered {
+    log: String,
+    nft_runs: Vec<String>,
+    before: String,
+    after: String,
+    whole: String,
+}
+
+/// Sets `wanmap` up with `rules` on prefix `from` (a /56), then has its task follow `to` in
+/// place on the real kernel (`watch --once --owner`, nft runs noted); `None` when the root tests
+/// are opted out.
+fn renumber_in_place(tag: &str, rules: &str, from: &str, to: &str) -> Option<Renumbered> {
+    let status = |p: &str| {
+        format!(r#"{{"up":true,"l3_device":"wan","ipv6-prefix":[{{"address":"{p}","mask":56}}]}}"#)
+    };
+    let (ns, dir, netifd) = handler_bed(tag, &status(from))?;
+    let config = json!({"tunlink": "wan6", "rule": rules}).to_string();
+    let d = dir.display();
+    let env = format!("{} MAPE_STATE_DIR={d}/state", netifd.env());
+    ns.exec(&format!("{env} {BIN} netifd mape setup wanmap '{config}'"));
+    let before = ns.exec("nft list table ip mape_wanmap");
+    std::fs::write(dir.join("status.json"), status(to)).unwrap();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/wanmap.json")).unwrap())
+            .unwrap();
+    let owner = state["owner"].as_str().unwrap();
+    let watch = format!(
+        "{env} {BIN} netifd watch wanmap '{config}' --current {from}/56 --once --owner {owner}"
+    );
+    let (out, nft_runs) = with_nft_noted(&ns, &dir, &watch);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let after = ns.exec("nft list table ip mape_wanmap");
+    ns.exec(&format!(
+        "nft delete table ip mape_wanmap && {env} {BIN} netifd reapply"
+    ));
+    let whole = ns.exec("nft list table ip mape_wanmap");
+    ns.exec(&format!(
+        "{env} {BIN} netifd mape teardown wanmap '{config}'"
+    ));
+    assert!(!ns.exec("nft list tables").contains("mape_wanmap"));
+    Some(Renumbered {
+        log,
+        nft_runs,
+        before,
+        after,
+        whole,
+    })
+}
+
 /// A renumbering in place into another rule with the same BR (RFC 7597 Example 1's 63 port
 /// sets, then a v6plus-shaped rule's 15), on the real kernel: the bridge refill goes over
 /// netlink into the running 63-set table, and nft runs once, after the update, for the whole
 /// new table, which is then the one the new mapping's script makes.
 #[test]
 fn a_renumbering_into_another_shape_is_bridged_then_loaded_whole() {
-    let status = |p: &str| {
-        format!(r#"{{"up":true,"l3_device":"wan","ipv6-prefix":[{{"address":"{p}","mask":56}}]}}"#)
-    };
-    let Some((ns, dir, netifd)) = handler_bed("bridge", &status("2001:db8:12:3400::")) else {
-        return;
-    };
     let rules = "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=6,br=2001:db8:ffff::1 \
                  type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=198.51.100.0,ipv6prefix=2001:db8:8800::,offset=4,br=2001:db8:ffff::1";
-    let config = json!({"tunlink": "wan6", "rule": rules}).to_string();
-    let d = dir.display();
-    let env = format!("{} MAPE_STATE_DIR={d}/state", netifd.env());
-    ns.exec(&format!("{env} {BIN} netifd mape setup wanmap '{config}'"));
-    let before = ns.exec("nft list table ip mape_wanmap");
-    assert!(before.contains("chain set_62 {"), "{before}");
-    std::fs::write(dir.join("status.json"), status("2001:db8:8812:3400::")).unwrap();
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("state/wanmap.json")).unwrap())
-            .unwrap();
-    let owner = state["owner"].as_str().unwrap();
-    let watch = format!(
-        "{env} {BIN} netifd watch wanmap '{config}' --current 2001:db8:12:3400::/56 --once --owner {owner}"
-    );
-    let (out, nft_runs) = with_nft_noted(&ns, &dir, &watch);
-    let log = String::from_utf8_lossy(&out.stderr);
+    let Some(r) = renumber_in_place(
+        "bridge",
+        rules,
+        "2001:db8:12:3400::",
+        "2001:db8:8812:3400::",
+    ) else {
+        return;
+    };
+    assert!(r.before.contains("chain set_62 {"), "{}", r.before);
     assert!(
-        out.status.success()
-            && log.contains(" bridged, update")
-            && log.contains("nft table of the new shape loaded"),
-        "{log}"
+        r.log.contains(" bridged, update") && r.log.contains("nft table of the new shape loaded"),
+        "{}",
+        r.log
     );
-    assert_eq!(nft_runs, ["-f -"], "{log}");
-    let after = ns.exec("nft list table ip mape_wanmap");
+    assert_eq!(r.nft_runs, ["-f -"], "{}", r.log);
     assert!(
-        after.contains("chain set_14 {") && !after.contains("chain set_15 {"),
-        "{after}"
+        r.after.contains("chain set_14 {") && !r.after.contains("chain set_15 {"),
+        "{}",
+        r.after
     );
-    assert!(!after.contains("192.0.2."), "{after}");
-    ns.exec(&format!(
-        "nft delete table ip mape_wanmap && {env} {BIN} netifd reapply"
-    ));
-    assert_eq!(after, ns.exec("nft list table ip mape_wanmap"));
-    ns.exec(&format!(
-        "{env} {BIN} netifd mape teardown wanmap '{config}'"
-    ));
-    assert!(!ns.exec("nft list tables").contains("mape_wanmap"));
+    assert!(!r.after.contains("192.0.2."), "{}", r.after);
+    assert_eq!(r.after, r.whole);
+}
+
+/// A line with 255 port sets (PSID offset 8: one port each) refills 255 chains in place: one
+/// batch of 1020 requests, larger than a socket's default send buffer, still over netlink (no
+/// nft), and the table lists as the new mapping's whole script.
+#[test]
+fn a_refill_of_255_port_sets_is_one_batch_over_netlink() {
+    let rule = "type=map-e,ealen=16,prefix4len=24,prefix6len=40,ipv4prefix=192.0.2.0,ipv6prefix=2001:db8::,offset=8,br=2001:db8:ffff::1";
+    let Some(r) = renumber_in_place("big", rule, "2001:db8:12:3400::", "2001:db8:13:3600::") else {
+        return;
+    };
+    assert!(r.before.contains("chain set_254 {"), "{}", r.before);
+    assert!(r.log.contains(" refilled, update"), "{}", r.log);
+    assert!(r.nft_runs.is_empty(), "nft ran: {:?} {}", r.nft_runs, r.log);
+    assert!(r.after.contains("snat to 192.0.2.19:") || r.after.contains("snat ip to 192.0.2.19:"));
+    assert_eq!(r.after, r.whole);
 }
 
 /// `ubus call network restart` re-executes netifd while a setup of the old netifd waits for

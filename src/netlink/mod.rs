@@ -39,8 +39,8 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::net::if_::if_nametoindex;
 use nix::sys::socket::{
-    bind, recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+    bind, recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
+    SockFlag, SockProtocol, SockType,
 };
 
 // The kernel's constants are C ints or u16/u8 in libc; the wire fields are u16 (types, flags)
@@ -117,6 +117,12 @@ fn send(protocol: SockProtocol, msg: &[u8]) -> Result<std::os::fd::OwnedFd, Netl
         protocol,
     )?;
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    if msg.len() > SEND_BUF_DEFAULT {
+        // A refill of a line with hundreds of port sets is one datagram larger than the
+        // default send buffer (EMSGSIZE); root may raise it, as nft does. If that fails, the
+        // send fails and the caller falls back to nft.
+        let _ = setsockopt(&fd, sockopt::SndBufForce, &(msg.len() + SEND_BUF_SLACK));
+    }
     sendto(
         fd.as_raw_fd(),
         msg,
@@ -125,6 +131,11 @@ fn send(protocol: SockProtocol, msg: &[u8]) -> Result<std::os::fd::OwnedFd, Netl
     )?;
     Ok(fd)
 }
+
+/// Below this, a request fits the socket's default send buffer (net.core.wmem_default is
+/// 208 KiB on Linux; less is always allowed). The slack covers the kernel's own overhead.
+const SEND_BUF_DEFAULT: usize = 64 * 1024;
+const SEND_BUF_SLACK: usize = 4096;
 
 /// Deletes the nftables table `ip <name>` as `nft delete table ip <name>` does; a table that is
 /// not there is success.

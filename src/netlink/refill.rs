@@ -51,6 +51,9 @@ pub struct Snat {
 /// Replaces the rules of each chain of `chains` in table `ip <table>` with its list, in one
 /// transaction: all or nothing. A missing table or chain fails it as a whole.
 pub fn refill(table: &str, chains: &[(&str, Vec<Snat>)]) -> Result<(), NetlinkError> {
+    if chains.is_empty() {
+        return Ok(());
+    }
     let (msg, last) = encode_refill(Order::NATIVE, table, chains);
     let fd = super::send(SockProtocol::NetlinkNetFilter, &msg)?;
     // The kernel answers a batch at once; a batch it never finished must not hang the task.
@@ -104,22 +107,32 @@ const NESTED: u16 = libc::NLA_F_NESTED as u16;
 const NLM_F_APPEND: u16 = libc::NLM_F_APPEND as u16;
 
 /// The batch (per chain a DELRULE and its NEWRULEs) and the sequence number of its last
-/// request, whose ACK says the batch was applied. Every request asks for an ACK, as nft's do:
-/// an error names the request that failed.
+/// request, whose ACK says the batch was applied. Only the last request asks for an ACK: the
+/// kernel answers every failed request anyway (then the batch was not applied), so a refill of
+/// a thousand rules gets one answer, not a thousand.
 fn encode_refill(order: Order, table: &str, chains: &[(&str, Vec<Snat>)]) -> (Vec<u8>, u32) {
     let mut b = Batch::new(order);
+    let mut left: usize = chains.iter().map(|(_, rules)| 1 + rules.len()).sum();
+    let mut ack = || {
+        left -= 1;
+        if left == 0 {
+            NLM_F_ACK
+        } else {
+            0
+        }
+    };
     for (chain, rules) in chains {
         let mut names = Vec::new();
         attr(order, &mut names, NFTA_RULE_TABLE, &c_str(table));
         attr(order, &mut names, NFTA_RULE_CHAIN, &c_str(chain));
-        b.push(libc::NFT_MSG_DELRULE, NLM_F_ACK, &names);
+        b.push(libc::NFT_MSG_DELRULE, ack(), &names);
         for r in rules {
             let mut attrs = names.clone();
             let list = expressions(order, r);
             attr(order, &mut attrs, NFTA_RULE_EXPRESSIONS | NESTED, &list);
             b.push(
                 libc::NFT_MSG_NEWRULE,
-                NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
+                NLM_F_CREATE | NLM_F_APPEND | ack(),
                 &attrs,
             );
         }
@@ -371,10 +384,11 @@ mod tests {
                 kinds,
                 [
                     (0x10, 0x1, 1),
-                    (del, 0x1 | 0x4, 2),
-                    (new, 0x1 | 0x4 | 0x400 | 0x800, 3),
-                    (new, 0x1 | 0x4 | 0x400 | 0x800, 4),
-                    (del, 0x1 | 0x4, 5),
+                    (del, 0x1, 2),
+                    (new, 0x1 | 0x400 | 0x800, 3),
+                    (new, 0x1 | 0x400 | 0x800, 4),
+                    (del, 0x1, 5),
+                    // only the last request asks for an ACK
                     (new, 0x1 | 0x4 | 0x400 | 0x800, 6),
                     (0x11, 0x1, 7),
                 ],
