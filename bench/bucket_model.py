@@ -23,6 +23,21 @@ their set full; each try takes the next value of its bucket's counter. Prints th
 smallest held ÷ allowed (the smallest of the sites for "sites") and how often it is below 0.99.
 """
 import random, sys, statistics
+def background_of(shape, rng, flow):
+    """The other traffic of a shape before each connection (as bench/hold.py): 0-3 short TCP
+    connections and 0-2 UDP datagrams to other hosts; for "sites" and "udp" also DNS to one
+    resolver and, half the time, a QUIC-like flow to one of four servers."""
+    k = 0
+    def background():
+        nonlocal k
+        for _ in range(rng.randint(0, 3)):
+            k += 1; flow(("tcp", 1 + k % 250, 9000 + (k//250) % 8))
+        for _ in range(rng.randint(0, 2)):
+            k += 1; flow(("udp", 1 + k % 250, 53))
+        if shape in ("sites", "udp"):
+            flow(("udp", "resolver", 53))           # DNS to one resolver
+            if rng.random() < 0.5: flow(("udp", "quic%d" % rng.randrange(4), 443))
+    return background
 def run(N, S, K, perproto, shape, rng):
     # bucket of a key: random (a fresh hash seed per trial)
     bk = {}
@@ -40,16 +55,7 @@ def run(N, S, K, perproto, shape, rng):
             u[s] += 1; return True
         return False
     allowed = N*S; ninety = -(-allowed*9//10)
-    k = 0
-    def background():
-        nonlocal k
-        for _ in range(rng.randint(0, 3)):
-            k += 1; flow(("tcp", 1 + k % 250, 9000 + (k//250) % 8))
-        for _ in range(rng.randint(0, 2)):
-            k += 1; flow(("udp", 1 + k % 250, 53))
-        if shape in ("sites", "udp"):
-            flow(("udp", "resolver", 53))           # DNS to one resolver
-            if rng.random() < 0.5: flow(("udp", "quic%d" % rng.randrange(4), 443))
+    background = background_of(shape, rng, flow)
     if shape in ("alone", "mixed", "udp"):
         sites = [("udp" if shape == "udp" else "tcp", "srv", 8080)]
     else:
@@ -84,16 +90,7 @@ def held_at_end(N, S, K, shape, rng, tries=11):
         if u[c % N] < S:
             u[c % N] += 1; return True
         return False
-    k = 0
-    def background():
-        nonlocal k
-        for _ in range(rng.randint(0, 3)):
-            k += 1; flow(("tcp", 1 + k % 250, 9000 + (k//250) % 8))
-        for _ in range(rng.randint(0, 2)):
-            k += 1; flow(("udp", 1 + k % 250, 53))
-        if shape == "sites":
-            flow(("udp", "resolver", 53))
-            if rng.random() < 0.5: flow(("udp", "quic%d" % rng.randrange(4), 443))
+    background = background_of(shape, rng, flow)
     sites = [("tcp", "srv", 8080)] if shape == "mixed" else [("tcp", "site%d" % i, 443) for i in range(3)]
     held = {s: 0 for s in sites}
     turn = 0
