@@ -185,6 +185,7 @@ def bucket_table(k, dev, v4, sets):
     for p in ("tcp", "udp"):
         for b in range(k):
             out.append(f"\tchain {p}_{b} {{\n\t\tnumgen inc mod {n} vmap {to_sets}\n\t}}")
+    out.append(f"\tchain other {{\n\t\tsnat ip to {v4}\n\t}}")
     out.append("\tchain srcnat {")
     out.append("\t\ttype nat hook postrouting priority srcnat - 1; policy accept;")
     for p, c, seed in (("tcp", "snat_tcp", 0x6d617065), ("udp", "snat_udp", 0x75647030)):
@@ -193,7 +194,7 @@ def bucket_table(k, dev, v4, sets):
                    f"{p} dport mod {k} seed {seed:#010x} vmap {vm}")
     out.append(f'\t\toifname "{dev}" meta l4proto icmp counter name "snat_icmp" numgen inc mod '
                f"{n} vmap {to_sets}")
-    out.append(f'\t\toifname "{dev}" counter name "snat_other" snat ip to {v4}')
+    out.append(f'\t\toifname "{dev}" counter name "snat_other" goto other')
     out.append("\t}")
     out.append("\tchain mssclamp {")
     out.append("\t\ttype filter hook forward priority mangle; policy accept;")
