@@ -108,12 +108,15 @@ fn v6plus_pd56_isp_auto() {
         ["--current", "240b:10:3f6c:d400::/56", "--owner", "0.1"]
     );
 
-    // The nft table: one transaction, a chain per set, a round robin over all 15 per bucket.
+    // The nft table: one transaction, a chain per set, a walk over all 15 per destination (a
+    // chain per position and protocol) and one ICMP counter.
     assert_eq!(sys.nft.len(), 1);
     let nft = &sys.nft[0];
     assert!(nft.contains("table ip mape_wanmap {"));
     assert!(nft.contains("chain set_14 {") && !nft.contains("chain set_15 {"));
-    assert_eq!(nft.matches("numgen inc mod 15 vmap").count(), 2 * 64 + 1);
+    assert_eq!(nft.matches("\tchain tcp_step").count(), 15);
+    assert_eq!(nft.matches("\tchain udp_step").count(), 15);
+    assert_eq!(nft.matches("numgen inc mod 15 vmap").count(), 1);
     // No errors reported.
     assert!(notify(&sys, 3).is_empty());
 }

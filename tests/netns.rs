@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use mape::engine::{
-    round_robin, Backend, CustomerPrefix, Mapping, PortSet, Slots, SnatPlan, Spread,
+    round_robin, Backend, CustomerPrefix, Mapping, PortSet, Slots, SnatPlan, Spread, Walk,
 };
 use mape::provision::builtin::IspChoice;
 use mape::provision::{resolve, RuleSource};
@@ -71,9 +71,14 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
     for c in mape::render::nft::COUNTERS {
         assert!(listed.contains(&format!("counter {c} {{")), "{c}");
     }
-    assert_eq!(
-        listed.matches("jhash ip daddr . tcp dport mod 64").count(),
-        1,
+    // The walk per destination: its dynamic sets as the kernel lists them, and the entry.
+    assert!(
+        listed.contains("set tcp_at14 {\n\t\ttype ipv4_addr . inet_service\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t}"),
+        "{listed}"
+    );
+    assert_eq!(listed.matches("goto udp_walk\n").count(), 1, "{listed}");
+    assert!(
+        listed.contains("ip daddr . tcp dport != @tcp_any goto tcp_step0"),
         "{listed}"
     );
     // The kernel's listing reads back as the plan the script was made from: every port set.
@@ -154,7 +159,12 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     let restored = ns.exec("nft list table ip mape_wanmap");
     assert_eq!(
         restored.matches("numgen inc mod 15 vmap").count(),
-        2 * 64 + 1,
+        1,
+        "{restored}"
+    );
+    assert_eq!(
+        restored.matches("\tchain tcp_step").count(),
+        15,
         "{restored}"
     );
 
@@ -672,10 +682,11 @@ fn echo_ids(b: &Bed, dir: &Path, rounds: usize) -> Vec<u16> {
 /// Real traffic through the generated ruleset (with `ports_exclude`): a LAN host holds TCP
 /// connections to one server and exchanges UDP with it, while it also connects to other
 /// destinations in between. The server must see only our address and ports (never an excluded
-/// one), and the flows to the one destination must take every port range exactly in turn: the
-/// other destinations hash to other buckets (the hash is modelled here and checked against the
-/// kernel). Negative control: other flows to a destination of the SAME bucket unbalance it,
-/// exactly as the model predicts. ICMP echo identifiers are mapped into the sets too.
+/// one), and the flows to the one destination must take every port range exactly in turn: each
+/// destination walks the ranges on its own. That holds also for flows to destinations that
+/// shared its bucket in the 64-bucket ruleset before (the hash is modelled here), which a
+/// shared counter would have unbalanced (the control). ICMP echo identifiers are mapped into
+/// the sets too.
 #[test]
 fn snat_uses_every_port_set_and_only_ours() {
     if !root_tests(&["ip", "nft", "tcpdump", "python3", "ping"]) {
@@ -701,10 +712,11 @@ fn snat_uses_every_port_set_and_only_ours() {
     // Round-robin slots in proportion to the ports: the half set 1, every whole set 2.
     let slots = round_robin(&ranges);
     let n = slots.len();
-    // The model below hashes into 64 buckets: what the plan gives v6plus.
+    // nft walks per destination; the control below models the 64 buckets mape-rs used before
+    // (and its iptables file still uses).
     let plan = SnatPlan::new(&m, &[excluded]).unwrap();
     let spread = plan.spread(Backend::Nft).unwrap();
-    assert_eq!(spread.buckets, mape::engine::BUCKETS);
+    assert_eq!(spread.walk, Walk::PerDestination);
     assert_eq!(spread.slots, Slots::Ranges(slots.clone()));
     let weights: Vec<u32> = (0..ranges.len())
         .map(|r| slots.iter().filter(|s| **s == r).count() as u32)
@@ -744,13 +756,13 @@ fn snat_uses_every_port_set_and_only_ours() {
         );
     }
 
-    // 2. Negative control: 0, 1 or 2 flows to a destination of the same bucket before each
-    // held connection move the shared counter, as the model says.
+    // 2. Flows to destinations that shared this one's bucket in the 64-bucket ruleset (0, 1 or
+    // 2 before each held connection) do not move its walk either. Control: a shared counter
+    // would have given these flows other sets (the model of the bucket ruleset).
     let mut steps = Vec::new();
     // (Several such destinations in turn: each short connection keeps its port for a while in
     // the CE's conntrack, and one destination alone would run out of the small range's ports.)
-    let (mut counter, mut want) = (0usize, vec![0u32; ranges.len()]);
-    let mut seq = Vec::new();
+    let (mut counter, mut shared_counter) = (0usize, vec![0u32; ranges.len()]);
     for k in 0..n {
         for _ in 0..k % 3 {
             let x = colliders[counter % colliders.len()];
@@ -758,20 +770,20 @@ fn snat_uses_every_port_set_and_only_ours() {
             counter += 1;
         }
         steps.push("hold 10.99.0.2 8080".into());
-        want[slots[counter % n]] += 1;
-        seq.push(slots[counter % n]);
+        shared_counter[slots[counter % n]] += 1;
         counter += 1;
     }
-    assert_ne!(want, weights, "the control must be unbalanced");
+    assert_ne!(shared_counter, weights, "the control must be unbalanced");
     let seen = exchange(&b, &dir, &script, &steps);
-    let got = per_range(&ranges, seen.iter().map(|s| s.2));
-    let obs: Vec<usize> = seen
+    let held: Vec<u16> = seen.iter().map(|s| s.2).collect();
+    let obs: Vec<usize> = held
         .iter()
-        .map(|s| ranges.iter().position(|r| r.contains(s.2)).unwrap())
+        .map(|p| ranges.iter().position(|r| r.contains(*p)).unwrap())
         .collect();
     assert_eq!(
-        got, want,
-        "a shared bucket shares the counter\n{seq:?}\n{obs:?}"
+        per_range(&ranges, held.iter().copied()),
+        weights,
+        "every slot exactly once in turn despite the destinations that shared a bucket\n{obs:?}"
     );
 
     // 3. ICMP: echo identifiers mapped into our sets.

@@ -13,7 +13,7 @@ pub use prefix::{CustomerPrefix, PrefixError};
 pub use rule::{IidFormat, Rule, RuleError};
 pub use snat::{
     buckets_for, counters, round_robin, Backend, Slots, SnatError, SnatPlan, Spread, TableReadBack,
-    BUCKETS, MAX_RANGE_CHAINS, SLOT_BUDGET,
+    Walk, BUCKETS, MAX_RANGE_CHAINS, MAX_WALK_SLOTS, SLOT_BUDGET,
 };
 
 /// The tunnel MTU the ISPs' paths allow: a 1500-byte IPv6 link minus the 40-byte IPv6 header

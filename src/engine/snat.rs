@@ -9,8 +9,10 @@
 //! On a shared address each new flow picks one port range round-robin, and the kernel picks a
 //! free port inside it (it searches only that contiguous range). So that the flows to ONE
 //! destination walk every range in turn, whatever else the LAN does, the round robin is kept per
-//! destination bucket: a hash of the destination address and port picks one of up to
-//! [`BUCKETS`] counters (per protocol). [`SnatPlan::spread`] decides how many buckets and what a
+//! destination: the kernel keeps each destination's position ([`Walk::PerDestination`]: nft
+//! dynamic sets keyed by address and port, iptables xt_recent lists keyed by address); lines with
+//! very many slots keep it per destination bucket instead (a hash of the destination picks one
+//! of up to [`BUCKETS`] counters per protocol). [`SnatPlan::spread`] decides the walk and what a
 //! round-robin slot is, so that the ruleset stays small for every legal rule (up to 32767 port
 //! sets): see docs/port-allocation.md for the size rule and the measurements.
 
@@ -35,6 +37,12 @@ pub const SLOT_BUDGET: usize = 8192;
 /// (PSID offset 11 and up) get single-port slots.
 pub const MAX_RANGE_CHAINS: usize = 1024;
 
+/// Round-robin slots walked per destination, at most. The walk costs a set (nft) or an xt_recent
+/// list (iptables) and a chain per slot and protocol, and each new flow of a destination seen
+/// before looks it up in up to this many; lines with more slots (PSID offset 10, or 9 with
+/// `ports_exclude`) get buckets.
+pub const MAX_WALK_SLOTS: usize = 512;
+
 /// The rule syntax a spread is formatted for: they differ in what they can share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -47,11 +55,33 @@ pub enum Backend {
 /// How the new flows of a shared address are spread over its ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spread {
-    /// Destination buckets per protocol (TCP, UDP), each with its own round-robin counter; 1
-    /// is one counter per protocol and no hash.
-    pub buckets: u16,
-    /// The round-robin slots: each new flow of a bucket takes the next one.
+    /// Whose round robin a new flow advances.
+    pub walk: Walk,
+    /// The round-robin slots: each new flow of a walk takes the next one.
     pub slots: Slots,
+}
+
+/// Whose round robin a new TCP or UDP flow advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Its destination's own (per protocol; nft: address and port, iptables: address): other
+    /// traffic never moves it. The kernel keeps each destination's position (nft dynamic sets,
+    /// xt_recent lists).
+    PerDestination,
+    /// One of this many counters per protocol, picked by a hash of the destination (1: one
+    /// counter, no hash): a flow to another destination of the same bucket moves it too.
+    Buckets(u16),
+}
+
+impl Walk {
+    /// The counters per protocol a ruleset holds for this walk (0: one per destination, in the
+    /// kernel's dynamic sets).
+    pub fn counters(self) -> usize {
+        match self {
+            Walk::PerDestination => 0,
+            Walk::Buckets(b) => usize::from(b),
+        }
+    }
 }
 
 /// What a round-robin slot names.
@@ -208,10 +238,10 @@ impl SnatPlan {
     }
 
     /// How new flows are spread over the ports, for `backend`; `None` unless the address is
-    /// shared (a full address or prefix needs no round robin). nft gets per-range slots while
-    /// there are at most [`MAX_RANGE_CHAINS`] ranges and single-port slots in one flat map
-    /// beyond; iptables always gets per-range slots. Buckets: [`buckets_for`] the slot count,
-    /// except for the single-port map (one counter: buckets would each need a copy of it).
+    /// shared (a full address or prefix needs no round robin). Per-range slots, walked per
+    /// destination up to [`MAX_WALK_SLOTS`] slots and by [`buckets_for`] the slot count beyond;
+    /// nft gets single-port slots in one flat map with one counter instead when there are more
+    /// than [`MAX_RANGE_CHAINS`] ranges (iptables keeps per-range slots).
     pub fn spread(&self, backend: Backend) -> Option<Spread> {
         let SnatPlan::Shared { ranges, .. } = self else {
             return None;
@@ -219,13 +249,18 @@ impl SnatPlan {
         if backend == Backend::Nft && ranges.len() > MAX_RANGE_CHAINS {
             let ports = ranges.iter().flat_map(|r| r.first..=r.last).collect();
             return Some(Spread {
-                buckets: 1,
+                walk: Walk::Buckets(1),
                 slots: Slots::Ports(ports),
             });
         }
         let slots = round_robin(ranges);
+        let walk = if slots.len() <= MAX_WALK_SLOTS {
+            Walk::PerDestination
+        } else {
+            Walk::Buckets(buckets_for(slots.len()))
+        };
         Some(Spread {
-            buckets: buckets_for(slots.len()),
+            walk,
             slots: Slots::Ranges(slots),
         })
     }
@@ -444,8 +479,9 @@ mod tests {
         }
     }
 
-    /// Buckets × slots stays within the budget, built-in sizes keep 64 buckets, and lines with
-    /// more ranges than nft should have chains get one single-port slot per port.
+    /// Lines up to [`MAX_WALK_SLOTS`] slots (every built-in ISP) walk per destination, longer
+    /// ones get buckets with buckets × slots within the budget, and lines with more ranges than
+    /// nft should have chains get one single-port slot per port.
     #[test]
     fn spread_stays_within_the_budget() {
         assert_eq!(buckets_for(15), 64);
@@ -464,7 +500,7 @@ mod tests {
             for backend in [Backend::Nft, Backend::Iptables] {
                 let s = plan.spread(backend).unwrap();
                 assert!(
-                    usize::from(s.buckets) * s.slots.len() <= SLOT_BUDGET.max(ports as usize),
+                    s.walk.counters() * s.slots.len() <= SLOT_BUDGET.max(ports as usize),
                     "offset {offset} {backend:?}"
                 );
                 let t = s.slots.targets(ranges);
@@ -480,13 +516,19 @@ mod tests {
                     (Slots::Ports(p), Backend::Nft) => {
                         assert!(ranges.len() > MAX_RANGE_CHAINS, "offset {offset}");
                         assert_eq!(p.len() as u32, ports);
-                        assert_eq!(s.buckets, 1);
+                        assert_eq!(s.walk, Walk::Buckets(1));
                     }
-                    (Slots::Ranges(_), _) => {
+                    (Slots::Ranges(v), _) => {
                         assert!(
                             backend == Backend::Iptables || ranges.len() <= MAX_RANGE_CHAINS,
                             "offset {offset}"
                         );
+                        let want = if v.len() <= MAX_WALK_SLOTS {
+                            Walk::PerDestination
+                        } else {
+                            Walk::Buckets(buckets_for(v.len()))
+                        };
+                        assert_eq!(s.walk, want, "offset {offset} {backend:?}");
                     }
                     (Slots::Ports(_), Backend::Iptables) => panic!("iptables has no port map"),
                 }

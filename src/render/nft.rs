@@ -10,13 +10,18 @@
 //! - one chain per port range, `set_<i>`, with `snat ip to <v4>:<lo>-<hi>` for TCP, UDP and
 //!   ICMP (ICMP maps the echo identifier into the range: without it IPv4 ping breaks on a shared
 //!   address). The kernel picks a free port inside the range;
-//! - per protocol, one round-robin chain per bucket, `tcp_<b>` / `udp_<b>`:
-//!   `numgen inc mod <slots> vmap { 0 : goto set_0, … }` (one slot per range, or slots in
-//!   proportion to the ranges' ports when `ports_exclude` cut some short);
-//! - in `srcnat`, `jhash ip daddr . tcp dport mod <buckets> seed … vmap { b : goto tcp_b, … }`
-//!   (the same for UDP), so the flows to one destination address and port take every range in
-//!   turn on a counter that other traffic rarely moves. ICMP echo takes one counter. 64 buckets,
-//!   fewer when buckets × slots would pass [`SLOT_BUDGET`](crate::engine::SLOT_BUDGET).
+//! - per protocol, a walk per destination ([`walk_chains`]): the position of each destination
+//!   (`ip daddr . tcp dport`) in the round robin is kept in the kernel, in dynamic sets (one
+//!   per position, `tcp_at<k>`); `tcp_walk` finds it, the chain of position k (`tcp_step<k>`)
+//!   moves the destination to the next set from the packet path and goes to the set chain of
+//!   slot k (one slot per range, or slots in proportion to the ranges' ports when
+//!   `ports_exclude` cut some short). So the flows to one destination take every range in
+//!   turn, and flows to other destinations never move it. ICMP echo takes one counter
+//!   (`numgen inc mod <slots> vmap`).
+//!   Lines with more than [`MAX_WALK_SLOTS`](crate::engine::MAX_WALK_SLOTS) slots get what
+//!   mape-rs used before: a round-robin chain per destination bucket (`jhash ip daddr . tcp
+//!   dport mod <buckets>`), fewer buckets as buckets × slots would pass
+//!   [`SLOT_BUDGET`](crate::engine::SLOT_BUDGET).
 //!
 //! With more ranges (PSID offset 11 and up: at most 16 ports each) chains would cost far more
 //! than one map entry per port, so one chain `ports` holds one map of every port, shared by TCP,
@@ -34,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use crate::engine::Mapping;
-use crate::engine::{Backend, PortSet, Slots, SnatError, SnatPlan, Spread, TableReadBack};
+use crate::engine::{Backend, PortSet, Slots, SnatError, SnatPlan, Spread, TableReadBack, Walk};
 
 /// The table's named counters (their names live in the engine, beside the plan they count,
 /// so that `mape status` can show them without importing this module).
@@ -174,9 +179,16 @@ fn shared(
                 let _ = writeln!(s, "\t}}");
             }
             let to_sets = elements(slots.iter().map(|i| format!("goto set_{i}")));
-            let b = spread.buckets;
             for (proto, c, seed) in [("tcp", SNAT_TCP, SEED_TCP), ("udp", SNAT_UDP, SEED_UDP)] {
                 let head = format!("oifname \"{dev}\" meta l4proto {proto} counter name \"{c}\"");
+                let b = match spread.walk {
+                    Walk::PerDestination => {
+                        let entry = walk_chains(s, proto, slots);
+                        srcnat.push(format!("{head} goto {entry}"));
+                        continue;
+                    }
+                    Walk::Buckets(b) => b,
+                };
                 if b == 1 {
                     srcnat.push(format!("{head} numgen inc mod {n} vmap {to_sets}"));
                     continue;
@@ -212,6 +224,66 @@ fn shared(
             }
         }
     }
+}
+
+/// How long a destination's position in its walk is kept after its last new flow.
+pub const WALK_TIMEOUT: &str = "10m";
+/// Destinations a walk set holds at most; when one is full, a destination it cannot take starts
+/// again at slot 0 (the kernel still searches the range it gets).
+pub const WALK_SIZE: u32 = 65535;
+
+/// The chains and dynamic sets of the per-destination walk of `proto` over `slots` (slot k goes
+/// to `set_<slots[k]>`), written into `s`; returns the chain `srcnat` goes to.
+///
+/// A destination's (`ip daddr . <proto> dport`) position k is kept in the kernel: at k > 0 it
+/// is in the dynamic set `<proto>_at<k>`, at 0 in none, and `<proto>_any` holds every
+/// destination seen within [`WALK_TIMEOUT`]. `<proto>_walk` sends a destination not in `_any`
+/// (the common case: a new one) straight to position 0, else finds its set (one lookup per
+/// position, in order); the chain of position k, `<proto>_step<k>`, moves it to the set of
+/// k + 1 (mod n) from the packet path and goes to the set chain of slot k. So every
+/// destination walks every slot in turn, and flows to other destinations never move it.
+///
+/// One set per position, not one per bit of k: a packet-path `delete` only marks the element
+/// dead until the set is cleaned up, and an `add` of the same destination soon after fails
+/// (measured: most re-adds fail within microseconds, some after a millisecond), which made a
+/// binary count stall (docs/port-allocation.md). Here a destination comes back to a set it
+/// left only n flows later, and `_any` is never deleted from (it expires).
+fn walk_chains(s: &mut String, proto: &str, slots: &[usize]) -> String {
+    let n = slots.len();
+    let key = format!("ip daddr . {proto} dport");
+    let set = |s: &mut String, name: &str| {
+        let _ = writeln!(s, "\tset {name} {{");
+        let _ = writeln!(s, "\t\ttype ipv4_addr . inet_service");
+        let _ = writeln!(s, "\t\tsize {WALK_SIZE}");
+        let _ = writeln!(s, "\t\tflags dynamic,timeout");
+        let _ = writeln!(s, "\t\ttimeout {WALK_TIMEOUT}");
+        let _ = writeln!(s, "\t}}");
+    };
+    set(s, &format!("{proto}_any"));
+    for k in 1..n {
+        set(s, &format!("{proto}_at{k}"));
+    }
+    for (k, slot) in slots.iter().enumerate() {
+        let _ = writeln!(s, "\tchain {proto}_step{k} {{");
+        if k > 0 {
+            let _ = writeln!(s, "\t\tdelete @{proto}_at{k} {{ {key} }}");
+        }
+        if k + 1 < n {
+            let _ = writeln!(s, "\t\tadd @{proto}_at{} {{ {key} }}", k + 1);
+        }
+        let _ = writeln!(s, "\t\tupdate @{proto}_any {{ {key} }}");
+        let _ = writeln!(s, "\t\tgoto set_{slot}");
+        let _ = writeln!(s, "\t}}");
+    }
+    let walk = format!("{proto}_walk");
+    let _ = writeln!(s, "\tchain {walk} {{");
+    let _ = writeln!(s, "\t\t{key} != @{proto}_any goto {proto}_step0");
+    for k in 1..n {
+        let _ = writeln!(s, "\t\t{key} @{proto}_at{k} goto {proto}_step{k}");
+    }
+    let _ = writeln!(s, "\t\tgoto {proto}_step0");
+    let _ = writeln!(s, "\t}}");
+    walk
 }
 
 /// The script that removes our table (and succeeds if it is already gone).
@@ -654,7 +726,7 @@ fn take_ifname(t: &mut TableReadBack, words: &[&str]) {
 mod tests {
     use super::*;
     use crate::engine::fixtures::{rfc_offset as offset, v6plus};
-    use crate::engine::BUCKETS;
+    use crate::engine::round_robin;
 
     fn script(m: &Mapping, exclude: &[PortSet]) -> String {
         ruleset(&NftParams {
@@ -668,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn one_chain_per_set_and_a_counter_per_bucket() {
+    fn one_chain_per_set_and_a_walk_per_destination() {
         let m = v6plus();
         let s = script(&m, &[]);
         assert!(s.contains(
@@ -679,52 +751,185 @@ mod tests {
         );
         assert!(!s.contains("chain set_15 "));
         for proto in ["tcp", "udp"] {
-            assert_eq!(
-                s.matches(&format!("\tchain {proto}_")).count(),
-                usize::from(BUCKETS)
+            // 15 positions: a dynamic set for each but 0, and _any; a chain per position.
+            for set in std::iter::once("any".to_string()).chain((1..15).map(|k| format!("at{k}"))) {
+                assert!(s.contains(&format!(
+                    "\tset {proto}_{set} {{\n\t\ttype ipv4_addr . inet_service\n\t\tsize {WALK_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {WALK_TIMEOUT}\n\t}}"
+                )));
+            }
+            assert!(
+                !s.contains(&format!("set {proto}_at0 "))
+                    && !s.contains(&format!("set {proto}_at15 "))
             );
+            assert_eq!(s.matches(&format!("\tchain {proto}_step")).count(), 15);
+            let key = format!("ip daddr . {proto} dport");
+            assert!(s.contains(&format!(
+                "\tchain {proto}_step0 {{\n\t\tadd @{proto}_at1 {{ {key} }}\n\t\tupdate @{proto}_any {{ {key} }}\n\t\tgoto set_0\n\t}}"
+            )));
+            assert!(s.contains(&format!(
+                "\tchain {proto}_step14 {{\n\t\tdelete @{proto}_at14 {{ {key} }}\n\t\tupdate @{proto}_any {{ {key} }}\n\t\tgoto set_14\n\t}}"
+            )));
+            assert!(s.contains(&format!(
+                "\tchain {proto}_walk {{\n\t\t{key} != @{proto}_any goto {proto}_step0\n\t\t{key} @{proto}_at1 goto {proto}_step1\n"
+            )));
             let line = s
                 .lines()
                 .find(|l| l.contains(&format!("meta l4proto {proto} counter")))
                 .unwrap();
-            assert!(
-                line.contains(&format!(
-                    "jhash ip daddr . {proto} dport mod {BUCKETS} seed 0x"
-                )),
-                "{line}"
-            );
-            assert!(line.contains(&format!("0 : goto {proto}_0, 1 : goto {proto}_1,")));
+            assert!(line.ends_with(&format!("goto {proto}_walk")), "{line}");
+            assert!(!s.contains("jhash"));
         }
+        // ICMP echo: one counter.
         assert_eq!(
             s.matches("numgen inc mod 15 vmap { 0 : goto set_0, 1 : goto set_1, ")
                 .count(),
-            2 * usize::from(BUCKETS) + 1
+            1
         );
         assert!(s.contains("priority srcnat - 1"));
         assert!(s.contains("maxseg size set rt mtu"));
     }
 
-    /// Simulates the chains as the kernel runs them: jhash picks a bucket, the bucket's own
-    /// counter walks the sets. Flows to one destination take every set in turn even when flows
-    /// to other destinations (other buckets) come in between.
+    /// Runs the script's chains as the kernel would for new flows of `proto` to `dests` (one
+    /// flow each, in order), with the dynamic sets in `sets`: the set chain each flow reaches.
+    fn run_walk(
+        script: &str,
+        proto: &str,
+        sets: &mut std::collections::HashSet<(String, u32)>,
+        dests: &[u32],
+    ) -> Vec<usize> {
+        let mut chains = std::collections::HashMap::new();
+        let mut name = None;
+        for line in script.lines() {
+            let l = line.trim();
+            if let Some(n) = l.strip_prefix("chain ").and_then(|r| r.strip_suffix(" {")) {
+                name = Some(n.to_string());
+                chains.insert(n.to_string(), Vec::new());
+            } else if l == "}" {
+                name = None;
+            } else if let Some(n) = &name {
+                chains.get_mut(n).unwrap().push(l.to_string());
+            }
+        }
+        let entry = chains["srcnat"]
+            .iter()
+            .find(|r| r.contains(&format!("meta l4proto {proto} counter")))
+            .and_then(|r| r.rsplit_once("goto ").map(|(_, c)| c.to_string()))
+            .unwrap();
+        let key = format!("ip daddr . {proto} dport");
+        let mut out = Vec::new();
+        for d in dests {
+            let mut chain = entry.clone();
+            'flow: for _ in 0..64 {
+                for rule in &chains[&chain] {
+                    let w: Vec<&str> = rule.split(' ').collect();
+                    let set = |w: &str| w.trim_start_matches('@').to_string();
+                    match w[0] {
+                        "add" | "update" => {
+                            sets.insert((set(w[1]), *d));
+                        }
+                        "delete" => {
+                            sets.remove(&(set(w[1]), *d));
+                        }
+                        "goto" if w[1].starts_with("set_") => {
+                            out.push(w[1][4..].parse().unwrap());
+                            break 'flow;
+                        }
+                        "goto" => {
+                            chain = w[1].to_string();
+                            continue 'flow;
+                        }
+                        _ => {
+                            let (k, rest) = rule.split_once(" @").unwrap();
+                            let (k, absent) = match k.strip_suffix(" !=") {
+                                Some(k) => (k, true),
+                                None => (k, false),
+                            };
+                            assert_eq!(k, key, "{rule}");
+                            let (s, to) = rest.split_once(" goto ").unwrap();
+                            if sets.contains(&(s.to_string(), *d)) != absent {
+                                chain = to.to_string();
+                                continue 'flow;
+                            }
+                        }
+                    }
+                }
+                panic!("chain {chain} ends without a verdict");
+            }
+        }
+        out
+    }
+
+    /// Runs the chains as the kernel does: every destination walks the slots in order from
+    /// slot 0, however the flows of many destinations interleave, for every slot count from 1
+    /// to 70 and for v6plus with `ports_exclude` (weighted slots).
     #[test]
     fn one_destination_walks_every_set() {
+        let mut cases: Vec<(String, Vec<usize>)> = Vec::new();
+        for n in 1..=70u32 {
+            // n port sets of 16 ports each, as an explicit rule gives them.
+            let ranges: Vec<PortSet> = (0..n as u16)
+                .map(|i| PortSet {
+                    first: 1024 + 32 * i,
+                    last: 1024 + 32 * i + 15,
+                })
+                .collect();
+            let slots = round_robin(&ranges);
+            let mut s = String::new();
+            let mut srcnat = Vec::new();
+            let spread = Spread {
+                walk: Walk::PerDestination,
+                slots: Slots::Ranges(slots.clone()),
+            };
+            shared(
+                &mut s,
+                &mut srcnat,
+                "map-x",
+                Ipv4Addr::LOCALHOST,
+                &ranges,
+                &spread,
+            );
+            s.push_str("\tchain srcnat {\n");
+            for r in srcnat {
+                s.push_str(&format!("\t\t{r}\n"));
+            }
+            s.push_str("\t}\n");
+            cases.push((s, slots));
+        }
         let m = v6plus();
-        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &[]).unwrap() else {
+        let excluded = [PortSet {
+            first: 7488,
+            last: 7495,
+        }];
+        let SnatPlan::Shared { ranges, .. } = SnatPlan::new(&m, &excluded).unwrap() else {
             panic!()
         };
-        let n = ranges.len();
-        let mut counters = vec![0usize; usize::from(BUCKETS)];
-        let mut got = vec![0u32; n];
-        let (ours, other) = (5usize, 9usize); // two different buckets
-        for k in 0..10 * n {
-            for _ in 0..k % 3 {
-                counters[other] += 1;
+        cases.push((script(&m, &excluded), round_robin(&ranges)));
+        let mut seed = 0x2545_f491_u64;
+        for (s, slots) in cases {
+            let n = slots.len();
+            for proto in ["tcp", "udp"] {
+                let mut sets = std::collections::HashSet::new();
+                // 20 destinations, 3n flows each (three rounds), interleaved at random.
+                let mut flows: Vec<u32> = (0..20u32).cycle().take(60 * n).collect();
+                for i in (1..flows.len()).rev() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    flows.swap(i, (seed % (i as u64 + 1)) as usize);
+                }
+                let got = run_walk(&s, proto, &mut sets, &flows);
+                let mut at = std::collections::HashMap::new();
+                for (d, set) in flows.iter().zip(got) {
+                    let k = at.entry(*d).or_insert(0usize);
+                    assert_eq!(
+                        set,
+                        slots[*k % n],
+                        "n {n} {proto}: destination {d}, flow {k}"
+                    );
+                    *k += 1;
+                }
             }
-            got[counters[ours] % n] += 1;
-            counters[ours] += 1;
         }
-        assert!(got.iter().all(|g| *g == 10), "{got:?}");
     }
 
     #[test]
@@ -1004,11 +1209,15 @@ mod tests {
     fn many_sets_stay_small() {
         let s = script(&offset(8), &[]);
         assert_eq!(s.matches("\tchain set_").count(), 255);
-        assert_eq!(s.matches("\tchain tcp_").count(), 32);
-        assert!(s.contains("jhash ip daddr . tcp dport mod 32 seed 0x6d617065"));
+        // A walk per destination: a chain and (but position 0) a set per position.
+        assert_eq!(s.matches("\tchain tcp_step").count(), 255);
+        assert_eq!(s.matches("\tset tcp_at").count(), 254);
+        assert!(!s.contains("jhash"));
+        // Past MAX_WALK_SLOTS: buckets (8 for 1023 slots).
         let s = script(&offset(10), &[]);
         assert_eq!(s.matches("\tchain set_").count(), 1023);
         assert_eq!(s.matches("\tchain udp_").count(), 8);
+        assert!(s.contains("jhash ip daddr . udp dport mod 8 seed 0x75647030"));
         let s = script(&offset(15), &[]);
         assert!(!s.contains("chain set_") && !s.contains("jhash"), "flat");
         assert_eq!(s.matches("goto ports").count(), 3);
