@@ -197,11 +197,6 @@ def mapping(binary, shape):
     ipt = sh([binary, "generate", "--wan", "eth9", "--name", "wanmap", "--prefix",
               f"{addr}/{plen}", "--format", "iptables"])
     sets = [tuple(s) for s in calc["port_sets"]]
-    # Our table is the structure rulesets.bucket_table() models, with 64 buckets: the bucket
-    # counts compared below differ from ours in that number only.
-    table = report["nft"][report["nft"].index("table ip mape_wanmap {"):]
-    if table != rulesets.bucket_table(64, DEV, calc["ipv4"], sets):
-        raise RuntimeError("rulesets.bucket_table(64) no longer matches mape's table: update it")
     return {
         "v4": calc["ipv4"],
         "sets": sets,
@@ -225,6 +220,7 @@ def builders(m):
         "marks": rulesets.marks,
         "masq": rulesets.masq,
         "perdest": rulesets.perdest(16),
+        "k64": rulesets.buckets(64),
     }
 
 
@@ -239,10 +235,10 @@ MODE_LABEL = {"alone": "nothing else", "mixed": "other traffic",
               "sites": "three busy sites + other TCP, DNS and QUIC",
               "udp": "UDP flows to one server + other TCP, DNS and QUIC"}
 # Which rule sets run which traffic (every pair costs a bed and up to the time cap).
-MODE_VARIANTS = {"alone": ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest"),
-                 "mixed": ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest"),
-                 "sites": ("ours", "ipt", "prev", "perdest", "k8", "k16", "k32"),
-                 "udp": ("ours", "ipt", "prev", "perdest")}
+MODE_VARIANTS = {"alone": ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest", "k64"),
+                 "mixed": ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest", "k64"),
+                 "sites": ("ours", "ipt", "prev", "perdest", "k8", "k16", "k32", "k64"),
+                 "udp": ("ours", "ipt", "prev", "perdest", "k64")}
 MIXED_SEED = 7
 
 
@@ -298,7 +294,7 @@ def utilisation(maps, variants, modes, cap, parallel):
 
 # --- 1b. ruleset size and load time ---------------------------------------------------------
 
-LOAD_VARIANTS = ("prev", "k8", "k16", "k32", "ours", "prev_ipt", "ipt")
+LOAD_VARIANTS = ("prev", "k8", "k16", "k32", "k64", "ours", "prev_ipt", "ipt")
 
 
 def load_times(maps, runs):
@@ -532,7 +528,7 @@ def drops_cell(r):
 
 def report(info, maps, util, loads, tput, rounds, foot, args, took):
     cols = [v for v in ("ours", "ipt", "prev", "fw4", "perport", "marks", "perdest", "k8",
-                        "k16", "k32") if any(k[1] == v for k in util)]
+                        "k16", "k32", "k64") if any(k[1] == v for k in util)]
     modes = [mo for mo in UTIL_MODES if any(k[2] == mo for k in util)]
     rate_vs = list(rounds[0].keys())
     rate_ratios = {v: [r[v]["rate"] / r["masq"]["rate"] for r in rounds] for v in rate_vs}
@@ -662,8 +658,10 @@ def report(info, maps, util, loads, tput, rounds, foot, args, took):
     a("| rule set | shape | text (bytes) | load time | ÷ previous | peak RSS (KiB) |")
     a("| --- | --- | --- | --- | --- | --- |")
     names = {"prev": "previous mape-rs (nft)", "k8": "8 buckets (nft)", "k16": "16 buckets (nft)",
-             "k32": "32 buckets (nft)", "ours": "mape-rs: 64 buckets (nft)",
-             "prev_ipt": "previous mape-rs (iptables)", "ipt": "mape-rs: 64 buckets (iptables)"}
+             "k32": "32 buckets (nft)", "k64": "64 buckets (nft, before)",
+             "ours": "mape-rs: a walk per destination (nft)",
+             "prev_ipt": "previous mape-rs (iptables)",
+             "ipt": "mape-rs: a walk per destination (iptables)"}
     for shape in maps:
         lo = loads[shape]
         for v in LOAD_VARIANTS:
@@ -771,7 +769,7 @@ def report(info, maps, util, loads, tput, rounds, foot, args, took):
 SHORT = {"ours": "mape-rs", "ipt": "mape-rs iptables", "prev": "previous mape-rs",
          "fw4": "stock fw4", "perport": "per-port numgen", "marks": "per-set marks",
          "perdest": "earlier proposal", "k8": "8 buckets", "k16": "16 buckets",
-         "k32": "32 buckets", "masq": "masquerade"}
+         "k32": "32 buckets", "k64": "64 buckets (before)", "masq": "masquerade"}
 
 NOTES = [
     "Path: this kernel has no ip6tnl, so there is no IPv4-in-IPv6 encapsulation; the tunnel is "
@@ -786,19 +784,21 @@ NOTES = [
     "fw4 (100): of two nat chains at one priority the one registered last runs first, so it "
     "works only when loaded after fw4 (as here); after a firewall reload fw4's masquerade "
     "would take every connection.",
-    "Blind round-robin (per-port numgen, and one level up every per-set scheme including ours) "
-    "is perfect while one destination is alone; other traffic moves the counter, so the "
+    "Blind round-robin (per-port numgen, and one level up every per-set scheme with shared "
+    "counters, buckets included) is perfect while one destination is alone; other traffic moves the counter, so the "
     "connections to one server land on sets unevenly and the fullest sets start dropping SYNs "
     "before the line is full. Per port this starts early (one used port is enough for a clash); "
     "per set it starts late (the kernel looks for a free port among the set's 16).",
-    "mape-rs now keeps one round-robin counter per destination bucket: `jhash ip daddr . tcp "
-    "dport mod 64` (UDP alike, another seed) picks one of 64 chains per protocol, each with its "
-    "own `numgen inc` over the port sets (docs/port-allocation.md). The iptables renderer does "
-    "the same with HMARK and per-bucket `statistic` cascades. The 8/16/32-bucket columns are "
-    "the same table with fewer buckets (bench/rulesets.py, checked against mape's own at 64); "
-    "the earlier proposal is the previous ruleset with 16 buckets by destination address only "
-    "(three maps per bucket). Previous mape-rs is the ruleset shipped before: one counter per "
-    "protocol.",
+    "mape-rs now walks the port sets per destination: the position of each destination "
+    "(address and port, per protocol) is kept in the kernel, one dynamic set per position, and "
+    "advanced from the packet path (`add`/`delete`/`update`), so other traffic never moves it "
+    "(docs/port-allocation.md). 64 buckets is what it shipped "
+    "before: `jhash ip daddr . tcp dport mod 64` picked one of 64 `numgen inc` chains per "
+    "protocol; the 8/16/32-bucket columns are that table with fewer buckets (bench/rulesets.py). "
+    "The iptables renderer walks the same way with xt_recent lists (keyed by address). "
+    "The earlier proposal is the older ruleset with 16 buckets by destination address only "
+    "(three maps per bucket). Previous mape-rs is the ruleset shipped before the buckets: one "
+    "counter per protocol.",
     "Nothing here passes or fails on absolute numbers; the machine is shared and its load moves "
     "absolute values by tens of percent between runs.",
 ]
@@ -818,12 +818,12 @@ def main():
     ap.add_argument("--setup-n", type=int, default=100)
     ap.add_argument("--only", default="util,load,tput,rate,foot",
                     help="comma-separated phases; anything less than all prints JSON only")
-    ap.add_argument("--util-variants", default="ours,ipt,prev,fw4,perport,marks,perdest,k8,k16,k32")
+    ap.add_argument("--util-variants", default="ours,ipt,prev,fw4,perport,marks,perdest,k8,k16,k32,k64")
     ap.add_argument("--parallel", type=int, default=22,
                     help="port-utilisation runs at once (each a bed of three namespaces)")
     ap.add_argument("--load-runs", type=int, default=15)
     ap.add_argument("--util-modes", default=",".join(UTIL_MODES))
-    ap.add_argument("--rate-variants", default="ours,ipt,prev,fw4,perport,marks,perdest,masq")
+    ap.add_argument("--rate-variants", default="ours,ipt,prev,fw4,perport,marks,perdest,k64,masq")
     args = ap.parse_args()
     only = set(args.only.split(","))
     if os.geteuid() != 0:

@@ -107,7 +107,7 @@ def marks(dev, v4, sets):
 
 
 LABELS = {
-    "ours": "mape-rs (ours: a counter per destination bucket, 64 buckets)",
+    "ours": "mape-rs (ours: a round robin per destination, its position in dynamic sets)",
     "fw4": "stock OpenWrt 22.03+ (map.sh + fw4)",
     "perport": "community per-port `numgen` map",
     "marks": "community per-set rules + `numgen` marks",
@@ -167,10 +167,10 @@ table ip mape_wanmap {{
 
 
 def bucket_table(k, dev, v4, sets):
-    """Our table's structure with k buckets (src/render/nft.rs, whole port sets, no
-    exclusions): one chain per set, k round-robin chains per protocol, jhash of the destination
-    address and port. bench.py checks that k = 64 gives the table mape prints, so the other
-    bucket counts measured here differ from ours in k only."""
+    """The table mape-rs wrote before its per-destination walk, with k buckets (whole port sets,
+    no exclusions): one chain per set, k round-robin chains per protocol, jhash of the
+    destination address and port; k = 64 is what it shipped (the git history of
+    src/render/nft.rs has it)."""
     n = len(sets)
     out = ["table ip mape_wanmap {"]
     for c in ("snat_tcp", "snat_udp", "snat_icmp", "snat_other", "mss_clamp"):
@@ -224,6 +224,7 @@ LABELS["ipt"] = "mape-rs iptables renderer (`mape generate --format iptables`)"
 LABELS["prev"] = "previous mape-rs (one round-robin counter per protocol)"
 for _k in (8, 16, 32):
     LABELS[f"k{_k}"] = f"mape-rs structure with {_k} buckets"
+LABELS["k64"] = "mape-rs until the per-destination walk: a counter per destination bucket, 64 buckets"
 
 
 def previous_ipt(dev, v4, sets):

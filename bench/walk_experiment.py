@@ -1,26 +1,23 @@
 #!/usr/bin/env python3
-"""An experiment, not a benchmark and not what mape-rs ships: a round robin per destination kept
-in nftables dynamic sets (issue 14), and why it is not shipped.
+"""An experiment, not a benchmark: the first version of the round robin per destination (issue
+14), which kept a destination's position as bits, and why mape-rs keeps it in one set per
+position instead.
 
-The idea: keep each destination's (address . port) position in the round robin in the kernel,
-one bit per dynamic set (`tcp_b<j>` holds the destination when bit j of its position is 1). A
-binary tree of chains reads the position with one lookup per bit; the chain of position k
-rewrites it to k + 1 from the packet path (`add` the bits that become 1, `delete` those that
-become 0, `update` those that stay 1) and goes to the set chain of slot k. Flows to other
-destinations would then never move a destination's walk (no shared bucket counters), and
-`bench/run.sh --only util` measured held / allowed = 1.000 for v6plus and OCN in every traffic
-shape with it (2026-12-07, kernel 6.18).
+That version: one dynamic set per bit of the position (`tcp_b<j>` holds the destination when bit
+j of its position is 1). A binary tree of chains reads the position with one lookup per bit; the
+chain of position k rewrites it to k + 1 from the packet path (`add` the bits that become 1,
+`delete` those that become 0, `update` those that stay 1) and goes to the set chain of slot k.
 
-What this script shows: the walk stalls. Sequential connections to ONE server through the table
-take set 0, 1, 2, ... but now and then one position repeats for several connections (for about a
-second): the `add` of an element that a `delete` from the packet path removed shortly before
-does not take effect until the set's garbage collection has run (since Linux 6.5 a packet-path
-delete only marks the element dead, netfilter commit "nft_set_hash: mark set element as dead
-when deleting from packet path", backported to the stable kernels). Binary counting re-adds bit
-0 every second step, so a busy destination repeats positions, fills those sets early and
-clashes before 90 % use, which the shipped bucket ruleset never does.
+What this script shows: that walk stalls. Sequential connections to ONE server through the table
+take set 0, 1, 2, ... but now and then one position repeats for several connections: an `add` of
+a destination that a packet-path `delete` removed shortly before is lost while the deleted
+element is only marked dead (Linux 6.5 on and the stable kernels: netfilter commit
+"nft_set_hash: mark set element as dead when deleting from packet path"). Binary counting
+re-adds bit 0 every second step. mape's own table (WALK=ours) keeps one set per position, so a
+destination comes back to a set only N flows after it left it.
 
-  sudo python3 bench/walk_experiment.py v6plus|ocn [connections]
+  sudo python3 bench/walk_experiment.py v6plus|ocn [connections]            # the bit version
+  sudo WALK=ours python3 bench/walk_experiment.py v6plus|ocn [connections]  # mape's table
 
 prints the set index of each connection in accept order and the positions that repeated.
 Needs root, nft, python3; builds mape with cargo first (as bench/run.sh does).
@@ -107,7 +104,8 @@ def main():
     bed = bench.Bed("w", m["v4"])
     peers = f"/tmp/{bench.PREFIX}peers"
     try:
-        bed.load("flush ruleset\n" + walk_table(bench.DEV, m["v4"], m["sets"]))
+        ours = os.environ.get("WALK") == "ours"
+        bed.load("flush ruleset\n" + (m["nft"] if ours else walk_table(bench.DEV, m["v4"], m["sets"])))
         srv = bed.popen(bed.ns["srv"], ["python3", f"{HERE}/server.py", "hold", bench.SRV,
                                         "8080", peers], stdout=subprocess.PIPE)
         assert srv.stdout.readline().strip() == "ready"
