@@ -73,12 +73,14 @@ fn nft_script_loads_lists_back_and_replaces_atomically() {
     }
     // The walk per destination: its dynamic sets as the kernel lists them, and the entry.
     assert!(
-        listed.contains("set tcp_at14 {\n\t\ttype ipv4_addr . inet_service\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10m\n\t}"),
+        listed.contains("set tcp_at14 {\n\t\ttype ipv4_addr . inet_service\n\t\tsize 256\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}"),
         "{listed}"
     );
     assert_eq!(listed.matches("goto udp_walk\n").count(), 1, "{listed}");
     assert!(
-        listed.contains("ip daddr . tcp dport != @tcp_any goto tcp_step0"),
+        listed.contains(
+            "ip daddr . tcp dport != @tcp_any numgen inc mod 15 vmap { 0 : goto tcp_step0, "
+        ),
         "{listed}"
     );
     // The kernel's listing reads back as the plan the script was made from: every port set.
@@ -159,7 +161,7 @@ fn real_handler_adds_address_and_table_and_teardown_removes_them() {
     let restored = ns.exec("nft list table ip mape_wanmap");
     assert_eq!(
         restored.matches("numgen inc mod 15 vmap").count(),
-        1,
+        3,
         "{restored}"
     );
     assert_eq!(

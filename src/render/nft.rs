@@ -226,20 +226,23 @@ fn shared(
     }
 }
 
-/// How long a destination's position in its walk is kept after its last new flow.
-pub const WALK_TIMEOUT: &str = "10m";
-/// Destinations a walk set holds at most; when one is full, a destination it cannot take starts
-/// again at slot 0 (the kernel still searches the range it gets).
-pub const WALK_SIZE: u32 = 65535;
+/// How long a destination's position in its walk is kept after its last new flow. A destination
+/// that comes back later starts again, at a slot of the shared counter.
+pub const WALK_TIMEOUT: &str = "2m";
+/// Destinations `<proto>_any` holds at most.
+pub const WALK_SIZE_ANY: u32 = 4096;
+/// Destinations each position's set holds at most.
+pub const WALK_SIZE_AT: u32 = 256;
 
 /// The chains and dynamic sets of the per-destination walk of `proto` over `slots` (slot k goes
 /// to `set_<slots[k]>`), written into `s`; returns the chain `srcnat` goes to.
 ///
 /// A destination's (`ip daddr . <proto> dport`) position k is kept in the kernel: at k > 0 it
 /// is in the dynamic set `<proto>_at<k>`, at 0 in none, and `<proto>_any` holds every
-/// destination seen within [`WALK_TIMEOUT`]. `<proto>_walk` sends a destination not in `_any`
-/// (the common case: a new one) straight to position 0, else finds its set (one lookup per
-/// position, in order); the chain of position k, `<proto>_step<k>`, moves it to the set of
+/// destination seen within [`WALK_TIMEOUT`]. `<proto>_walk` starts a destination that is not in
+/// `_any` (a new one: most flows) at the slot a shared counter gives (`numgen inc`), so that
+/// the walks of unrelated destinations do not all begin at slot 0; it finds the others' sets in
+/// order. The chain of position k, `<proto>_step<k>`, moves the destination to the set of
 /// k + 1 (mod n) from the packet path and goes to the set chain of slot k. So every
 /// destination walks every slot in turn, and flows to other destinations never move it.
 ///
@@ -247,37 +250,51 @@ pub const WALK_SIZE: u32 = 65535;
 /// dead until the set is cleaned up, and an `add` of the same destination soon after fails
 /// (measured: most re-adds fail within microseconds, some after a millisecond), which made a
 /// binary count stall (docs/port-allocation.md). Here a destination comes back to a set it
-/// left only n flows later, and `_any` is never deleted from (it expires).
+/// left only n - 1 flows later, and `_any` is only added to and refreshed (it expires).
+///
+/// The sets are small on purpose: the kernel sizes a set's hash table for its `size` up front
+/// (65535, nft's default, took 258 MB for OCN's 126 sets). When a set is full its `add` or
+/// `update` fails, the rule stops there and the next one takes the same slot: a destination
+/// stays where it is, or, not in `_any`, takes the shared counter again next time.
 fn walk_chains(s: &mut String, proto: &str, slots: &[usize]) -> String {
     let n = slots.len();
+    if n == 1 {
+        return format!("set_{}", slots[0]);
+    }
     let key = format!("ip daddr . {proto} dport");
-    let set = |s: &mut String, name: &str| {
+    let set = |s: &mut String, name: &str, size: u32| {
         let _ = writeln!(s, "\tset {name} {{");
         let _ = writeln!(s, "\t\ttype ipv4_addr . inet_service");
-        let _ = writeln!(s, "\t\tsize {WALK_SIZE}");
+        let _ = writeln!(s, "\t\tsize {size}");
         let _ = writeln!(s, "\t\tflags dynamic,timeout");
         let _ = writeln!(s, "\t\ttimeout {WALK_TIMEOUT}");
         let _ = writeln!(s, "\t}}");
     };
-    set(s, &format!("{proto}_any"));
+    set(s, &format!("{proto}_any"), WALK_SIZE_ANY);
     for k in 1..n {
-        set(s, &format!("{proto}_at{k}"));
+        set(s, &format!("{proto}_at{k}"), WALK_SIZE_AT);
     }
     for (k, slot) in slots.iter().enumerate() {
-        let _ = writeln!(s, "\tchain {proto}_step{k} {{");
-        if k > 0 {
-            let _ = writeln!(s, "\t\tdelete @{proto}_at{k} {{ {key} }}");
-        }
+        let mut ops = Vec::new();
         if k + 1 < n {
-            let _ = writeln!(s, "\t\tadd @{proto}_at{} {{ {key} }}", k + 1);
+            ops.push(format!("add @{proto}_at{} {{ {key} }}", k + 1));
         }
-        let _ = writeln!(s, "\t\tupdate @{proto}_any {{ {key} }}");
+        ops.push(format!("update @{proto}_any {{ {key} }}"));
+        if k > 0 {
+            ops.push(format!("delete @{proto}_at{k} {{ {key} }}"));
+        }
+        let _ = writeln!(s, "\tchain {proto}_step{k} {{");
+        let _ = writeln!(s, "\t\t{} goto set_{slot}", ops.join(" "));
         let _ = writeln!(s, "\t\tgoto set_{slot}");
         let _ = writeln!(s, "\t}}");
     }
     let walk = format!("{proto}_walk");
+    let steps = elements((0..n).map(|k| format!("goto {proto}_step{k}")));
     let _ = writeln!(s, "\tchain {walk} {{");
-    let _ = writeln!(s, "\t\t{key} != @{proto}_any goto {proto}_step0");
+    let _ = writeln!(
+        s,
+        "\t\t{key} != @{proto}_any numgen inc mod {n} vmap {steps}"
+    );
     for k in 1..n {
         let _ = writeln!(s, "\t\t{key} @{proto}_at{k} goto {proto}_step{k}");
     }
@@ -752,10 +769,14 @@ mod tests {
         assert!(!s.contains("chain set_15 "));
         for proto in ["tcp", "udp"] {
             // 15 positions: a dynamic set for each but 0, and _any; a chain per position.
-            for set in std::iter::once("any".to_string()).chain((1..15).map(|k| format!("at{k}"))) {
-                assert!(s.contains(&format!(
-                    "\tset {proto}_{set} {{\n\t\ttype ipv4_addr . inet_service\n\t\tsize {WALK_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {WALK_TIMEOUT}\n\t}}"
-                )));
+            let decl = |name: &str, size: u32| {
+                format!(
+                    "\tset {proto}_{name} {{\n\t\ttype ipv4_addr . inet_service\n\t\tsize {size}\n\t\tflags dynamic,timeout\n\t\ttimeout {WALK_TIMEOUT}\n\t}}"
+                )
+            };
+            assert!(s.contains(&decl("any", WALK_SIZE_ANY)));
+            for k in 1..15 {
+                assert!(s.contains(&decl(&format!("at{k}"), WALK_SIZE_AT)), "at{k}");
             }
             assert!(
                 !s.contains(&format!("set {proto}_at0 "))
@@ -763,14 +784,22 @@ mod tests {
             );
             assert_eq!(s.matches(&format!("\tchain {proto}_step")).count(), 15);
             let key = format!("ip daddr . {proto} dport");
+            // One rule moves the destination and goes to the slot; if a set is full, it stops
+            // and the next one goes to the same slot.
             assert!(s.contains(&format!(
-                "\tchain {proto}_step0 {{\n\t\tadd @{proto}_at1 {{ {key} }}\n\t\tupdate @{proto}_any {{ {key} }}\n\t\tgoto set_0\n\t}}"
+                "\tchain {proto}_step0 {{\n\t\tadd @{proto}_at1 {{ {key} }} update @{proto}_any {{ {key} }} goto set_0\n\t\tgoto set_0\n\t}}"
             )));
             assert!(s.contains(&format!(
-                "\tchain {proto}_step14 {{\n\t\tdelete @{proto}_at14 {{ {key} }}\n\t\tupdate @{proto}_any {{ {key} }}\n\t\tgoto set_14\n\t}}"
+                "\tchain {proto}_step3 {{\n\t\tadd @{proto}_at4 {{ {key} }} update @{proto}_any {{ {key} }} delete @{proto}_at3 {{ {key} }} goto set_3\n\t\tgoto set_3\n\t}}"
             )));
             assert!(s.contains(&format!(
-                "\tchain {proto}_walk {{\n\t\t{key} != @{proto}_any goto {proto}_step0\n\t\t{key} @{proto}_at1 goto {proto}_step1\n"
+                "\tchain {proto}_step14 {{\n\t\tupdate @{proto}_any {{ {key} }} delete @{proto}_at14 {{ {key} }} goto set_14\n\t\tgoto set_14\n\t}}"
+            )));
+            assert!(s.contains(&format!(
+                "\tchain {proto}_walk {{\n\t\t{key} != @{proto}_any numgen inc mod 15 vmap {{ 0 : goto {proto}_step0, 1 : goto {proto}_step1, "
+            )));
+            assert!(s.contains(&format!(
+                " 14 : goto {proto}_step14 }}\n\t\t{key} @{proto}_at1 goto {proto}_step1\n"
             )));
             let line = s
                 .lines()
@@ -790,13 +819,14 @@ mod tests {
     }
 
     /// Runs the script's chains as the kernel would for new flows of `proto` to `dests` (one
-    /// flow each, in order), with the dynamic sets in `sets`: the set chain each flow reaches.
+    /// flow each, in order), with the dynamic sets in `sets` (never full here): for each flow the
+    /// walk position it took (the `_step<k>` chain; 0 without one) and the set chain it reached.
     fn run_walk(
         script: &str,
         proto: &str,
         sets: &mut std::collections::HashSet<(String, u32)>,
         dests: &[u32],
-    ) -> Vec<usize> {
+    ) -> Vec<(usize, usize)> {
         let mut chains = std::collections::HashMap::new();
         let mut name = None;
         for line in script.lines() {
@@ -816,42 +846,77 @@ mod tests {
             .and_then(|r| r.rsplit_once("goto ").map(|(_, c)| c.to_string()))
             .unwrap();
         let key = format!("ip daddr . {proto} dport");
+        let step = format!("{proto}_step");
+        let mut numgen: std::collections::HashMap<String, usize> = Default::default();
         let mut out = Vec::new();
         for d in dests {
             let mut chain = entry.clone();
+            let mut pos = 0;
             'flow: for _ in 0..64 {
+                if let Some(k) = chain.strip_prefix(&step) {
+                    pos = k.parse().unwrap();
+                }
+                if let Some(set) = chain.strip_prefix("set_") {
+                    out.push((pos, set.parse().unwrap()));
+                    break 'flow;
+                }
                 for rule in &chains[&chain] {
-                    let w: Vec<&str> = rule.split(' ').collect();
-                    let set = |w: &str| w.trim_start_matches('@').to_string();
-                    match w[0] {
-                        "add" | "update" => {
-                            sets.insert((set(w[1]), *d));
-                        }
-                        "delete" => {
-                            sets.remove(&(set(w[1]), *d));
-                        }
-                        "goto" if w[1].starts_with("set_") => {
-                            out.push(w[1][4..].parse().unwrap());
-                            break 'flow;
-                        }
-                        "goto" => {
-                            chain = w[1].to_string();
-                            continue 'flow;
-                        }
-                        _ => {
-                            let (k, rest) = rule.split_once(" @").unwrap();
-                            let (k, absent) = match k.strip_suffix(" !=") {
-                                Some(k) => (k, true),
-                                None => (k, false),
-                            };
-                            assert_eq!(k, key, "{rule}");
-                            let (s, to) = rest.split_once(" goto ").unwrap();
-                            if sets.contains(&(s.to_string(), *d)) != absent {
-                                chain = to.to_string();
-                                continue 'flow;
-                            }
-                        }
+                    if let Some(to) = rule.strip_prefix("goto ") {
+                        chain = to.to_string();
+                        continue 'flow;
                     }
+                    if ["add ", "update ", "delete "]
+                        .iter()
+                        .any(|op| rule.starts_with(op))
+                    {
+                        // `op @set { key } … goto X`: every statement, then the verdict.
+                        let (ops, to) = rule.rsplit_once(" goto ").unwrap();
+                        for st in ops.split(" } ").map(|st| st.trim_end_matches(" }")) {
+                            let (op, rest) = st.split_once(" @").unwrap();
+                            let (set, k) = rest.split_once(" { ").unwrap();
+                            assert_eq!(k, key, "{rule}");
+                            let e = (set.to_string(), *d);
+                            match op {
+                                "add" | "update" => sets.insert(e),
+                                "delete" => sets.remove(&e),
+                                _ => panic!("{rule}"),
+                            };
+                        }
+                        chain = to.to_string();
+                        continue 'flow;
+                    }
+                    let (k, rest) = rule.split_once(" @").unwrap();
+                    let (k, absent) = match k.strip_suffix(" !=") {
+                        Some(k) => (k, true),
+                        None => (k, false),
+                    };
+                    assert_eq!(k, key, "{rule}");
+                    let (set, then) = rest.split_once(' ').unwrap();
+                    if sets.contains(&(set.to_string(), *d)) == absent {
+                        continue;
+                    }
+                    if let Some(to) = then.strip_prefix("goto ") {
+                        chain = to.to_string();
+                        continue 'flow;
+                    }
+                    // `numgen inc mod N vmap { 0 : goto A, … }`: one counter per rule.
+                    let n: usize = then
+                        .strip_prefix("numgen inc mod ")
+                        .and_then(|r| r.split(' ').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("{rule}"));
+                    let c = numgen.entry(rule.clone()).or_insert(0);
+                    let i = *c % n;
+                    *c += 1;
+                    let items = then.split_once(" vmap { ").unwrap().1;
+                    let item = items.split(", ").nth(i).unwrap();
+                    chain = item
+                        .trim_end_matches(" }")
+                        .rsplit_once("goto ")
+                        .unwrap()
+                        .1
+                        .to_string();
+                    continue 'flow;
                 }
                 panic!("chain {chain} ends without a verdict");
             }
@@ -859,9 +924,10 @@ mod tests {
         out
     }
 
-    /// Runs the chains as the kernel does: every destination walks the slots in order from
-    /// slot 0, however the flows of many destinations interleave, for every slot count from 1
-    /// to 70 and for v6plus with `ports_exclude` (weighted slots).
+    /// Runs the chains as the kernel does: every destination walks the slots in order from the
+    /// slot it started at (a shared counter's), however the flows of many destinations
+    /// interleave, for every slot count from 1 to 70 and for v6plus with `ports_exclude`
+    /// (weighted slots); new destinations start at different slots.
     #[test]
     fn one_destination_walks_every_set() {
         let mut cases: Vec<(String, Vec<usize>)> = Vec::new();
@@ -918,16 +984,21 @@ mod tests {
                     flows.swap(i, (seed % (i as u64 + 1)) as usize);
                 }
                 let got = run_walk(&s, proto, &mut sets, &flows);
-                let mut at = std::collections::HashMap::new();
-                for (d, set) in flows.iter().zip(got) {
-                    let k = at.entry(*d).or_insert(0usize);
-                    assert_eq!(
-                        set,
-                        slots[*k % n],
-                        "n {n} {proto}: destination {d}, flow {k}"
-                    );
-                    *k += 1;
+                let mut at: std::collections::HashMap<u32, usize> = Default::default();
+                let mut starts = std::collections::HashSet::new();
+                for (d, (pos, set)) in flows.iter().zip(got) {
+                    let k = *at.entry(*d).or_insert_with(|| {
+                        starts.insert(pos);
+                        pos
+                    });
+                    assert_eq!(pos, k % n, "n {n} {proto}: destination {d}");
+                    assert_eq!(set, slots[pos], "n {n} {proto}: destination {d}");
+                    at.insert(*d, k + 1);
                 }
+                assert!(
+                    n == 1 || starts.len() > 1,
+                    "n {n}: every walk began at one slot"
+                );
             }
         }
     }
