@@ -715,7 +715,7 @@ fn snat_uses_every_port_set_and_only_ours() {
     let slots = round_robin(&ranges);
     let n = slots.len();
     // nft walks per destination; the control below models the 64 buckets mape-rs used before
-    // (and its iptables file still uses).
+    // (and still uses for lines of more than 512 slots).
     let plan = SnatPlan::new(&m, &[excluded]).unwrap();
     let spread = plan.spread(Backend::Nft).unwrap();
     assert_eq!(spread.walk, Walk::PerDestination);

@@ -74,12 +74,12 @@ pub enum Walk {
 }
 
 impl Walk {
-    /// The counters per protocol a ruleset holds for this walk (0: one per destination, in the
-    /// kernel's dynamic sets).
-    pub fn counters(self) -> usize {
+    /// The bucket counters per protocol a ruleset holds for this walk (0 for a walk per
+    /// destination, whose positions live in the kernel's sets or lists).
+    pub fn buckets(self) -> u16 {
         match self {
             Walk::PerDestination => 0,
-            Walk::Buckets(b) => usize::from(b),
+            Walk::Buckets(b) => b,
         }
     }
 }
@@ -500,7 +500,8 @@ mod tests {
             for backend in [Backend::Nft, Backend::Iptables] {
                 let s = plan.spread(backend).unwrap();
                 assert!(
-                    s.walk.counters() * s.slots.len() <= SLOT_BUDGET.max(ports as usize),
+                    usize::from(s.walk.buckets()) * s.slots.len()
+                        <= SLOT_BUDGET.max(ports as usize),
                     "offset {offset} {backend:?}"
                 );
                 let t = s.slots.targets(ranges);

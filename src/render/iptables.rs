@@ -95,11 +95,9 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
             // Round-robin slots (one per range, or in proportion to the ranges' ports).
             let targets = spread.slots.targets(ranges);
             let n = targets.len();
-            let b = match spread.walk {
-                Walk::Buckets(b) => b,
-                Walk::PerDestination => 0,
-            };
-            if b == 0 {
+            // Bucket counters per protocol: none for a walk per destination.
+            let b = spread.walk.buckets();
+            if spread.walk == Walk::PerDestination {
                 let _ = writeln!(
                     s,
                     "# New flows to one destination address take the {n} round-robin slots (port ranges) in turn: each"
@@ -136,7 +134,7 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
                 }
             };
             for (proto, tag, rnd) in [("tcp", 't', RND_TCP), ("udp", 'u', RND_UDP)] {
-                if b == 0 {
+                if spread.walk == Walk::PerDestination {
                     let entry = walk(&mut s, &mut walks, chain, tag, proto, *addr, &targets);
                     rules.push(format!("-A {chain} -p {proto} -j {entry}"));
                     continue;
@@ -201,8 +199,9 @@ pub fn restore_file(p: &IptablesParams) -> Result<String, SnatError> {
     Ok(s)
 }
 
-/// How long xt_recent keeps a destination's position after its last new flow, in seconds (as
-/// nft's walk timeout).
+/// How long xt_recent keeps a destination's position after its last new flow, in seconds.
+/// Longer than nft's [`crate::render::nft::WALK_TIMEOUT`]: xt_recent lists are small and evict
+/// the least recently seen address instead of sizing a hash table up front.
 pub const WALK_SECONDS: u32 = 600;
 
 /// The walk per destination address of `proto` over the slots `targets` (as nft's, see
@@ -269,12 +268,12 @@ mod tests {
     use super::*;
     use crate::engine::fixtures::v6plus;
 
-    fn v6plus_file(exclude: &[PortSet]) -> String {
+    fn v6plus_file() -> String {
         restore_file(&IptablesParams {
             chain: "MAPE_wan",
             ifname: "map-wan",
             mapping: &v6plus(),
-            exclude,
+            exclude: &[],
             origin: "t",
         })
         .unwrap()
@@ -291,7 +290,7 @@ mod tests {
     /// flows are spread evenly, in order, over all sets.
     #[test]
     fn cascade_is_round_robin() {
-        let s = v6plus_file(&[]);
+        let s = v6plus_file();
         let rules: Vec<(Option<u32>, String)> = s
             .lines()
             .filter(|l| l.starts_with("-A MAPE_wan_i -p icmp "))
@@ -331,7 +330,7 @@ mod tests {
     /// destination addresses interleaved at random: each address takes every set in turn.
     #[test]
     fn each_destination_walks_every_set() {
-        let s = v6plus_file(&[]);
+        let s = v6plus_file();
         assert!(!s.contains("HMARK"));
         let mut chains: std::collections::HashMap<String, Vec<String>> = Default::default();
         for l in s.lines() {
